@@ -1,0 +1,146 @@
+"""The ``manyi`` command line. Thin: each command resolves settings and calls a plain function.
+
+A :class:`~pipelines.errors.ManyiError` becomes one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.exceptions import TyperException
+
+from pipelines.config import Settings, load_settings
+from pipelines.errors import FormError, ManyiError
+
+app = typer.Typer(
+    help="满意 manyi: field checks for the town's public-satisfaction plan.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+forms_app = typer.Typer(
+    help="XLSForms: build, validate and list the field-check forms.", no_args_is_help=True
+)
+app.add_typer(forms_app, name="forms")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder for all mutable state (store, attachments, caches). Env: MANYI_DATA_DIR.",
+    ),
+]
+Config = Annotated[
+    Path | None,
+    typer.Option("--config", help="Path to manyi.toml. Env: MANYI_CONFIG.", exists=False),
+]
+
+
+def _settings(ctx: typer.Context, **options: object) -> Settings:
+    base = ctx.obj or {}
+    return load_settings({**base.get("options", {}), **options}, config_file=base.get("config"))
+
+
+@app.callback()
+def _root(ctx: typer.Context, data_dir: DataDir = None, config: Config = None) -> None:
+    ctx.obj = {"options": {"data_dir": data_dir}, "config": config}
+
+
+@forms_app.command("build")
+def forms_build(
+    ctx: typer.Context,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default build/forms/).")
+    ] = None,
+    form: Annotated[
+        list[str] | None, typer.Option("--form", help="Build only this form id (repeatable).")
+    ] = None,
+    no_validate: Annotated[
+        bool, typer.Option("--no-validate", help="Skip ODK Validate (Java).")
+    ] = False,
+) -> None:
+    """Compile every XLSForm with pyxform, run ODK Validate, write XForms, attachments and manifest.json."""
+    from forms.build import build_forms
+
+    s = _settings(ctx, build_dir=out_dir)
+    with err.status("building forms…") as status:
+        report = build_forms(
+            s.forms_dir, s.build_dir, s.villages, only=form, validate=not no_validate,
+            on_form=lambda f: status.update(f"building {f}…"),
+        )  # fmt: skip
+    for w in report.warnings:
+        err.print(f"[yellow]warning:[/] {w}", markup=True, highlight=False)
+    for b in report.built:
+        out.print(
+            f"built {b.form_id} {b.version} {b.title} ({b.questions} questions)", highlight=False
+        )
+    checked = "ODK Validate passed" if report.validated else "ODK Validate SKIPPED"
+    out.print(
+        f"{len(report.built)} form(s) written to {report.out_dir} — {checked}", highlight=False
+    )
+    if report.problems:
+        raise FormError(report.problems)
+
+
+@forms_app.command("list")
+def forms_list(ctx: typer.Context) -> None:
+    """Print id, version, Chinese title and question count of each form."""
+    from forms.build import list_forms
+
+    s = _settings(ctx)
+    table = Table("form_id", "version", "title (zh)", "questions")
+    for f in list_forms(s.forms_dir):
+        table.add_row(f.form_id, f.version, f.title, str(f.questions))
+    out.print(table)
+
+
+@forms_app.command("sync-villages")
+def forms_sync_villages(ctx: typer.Context) -> None:
+    """Rewrite each form's village choice list from the village register."""
+    from forms.build import sync_villages
+
+    s = _settings(ctx)
+    changed = sync_villages(s.forms_dir, s.villages)
+    for p in changed:
+        out.print(f"updated {p}", highlight=False)
+    out.print(f"{len(changed)} form(s) updated from {s.villages}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, standalone_mode=False)
+    except ManyiError as e:
+        if isinstance(e, FormError):
+            for p in e.problems:
+                err.print(f"error: {p}", highlight=False, markup=False)
+        err.print(
+            f"manyi: {e if not isinstance(e, FormError) else e.args[0].split(':')[0]}",
+            highlight=False,
+            markup=False,
+        )
+        return e.exit_code
+    except KeyboardInterrupt:
+        err.print("manyi: interrupted")
+        return 130
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        return 1
+    except TyperException as e:  # usage errors: typer prints them the usual way
+        show = getattr(e, "show", None)
+        if show:
+            show()
+        return getattr(e, "exit_code", 2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

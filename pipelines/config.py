@@ -1,0 +1,177 @@
+"""Settings, resolved in a fixed order: option, then ``MANYI_*`` environment, then
+``manyi.toml``, then the built-in defaults below.
+
+Secrets are held in :class:`Secret` so they never show in ``repr``, logs or tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SOURCES = ("demo", "central", "kobo", "files")
+BASEMAPS = ("none", "tianditu", "amap", "osm")
+
+
+class Secret:
+    """A string that does not print itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    town: str = "龙阳镇"
+    town_code: str = "370481115"
+    plan_year: int = 2023
+    villages: Path = REPO_ROOT / "geo" / "villages.csv"
+    forms_dir: Path = REPO_ROOT / "forms"
+    build_dir: Path = Path("build/forms")
+    data_dir: Path = Path("data")
+    outputs_dir: Path = Path("outputs")
+    source: str = "demo"
+    basemap: str = "none"
+    gps_accuracy_m: float = 50.0
+    central_url: str | None = None
+    central_user: str | None = None
+    central_password: Secret | None = field(default=None, repr=False)
+    central_project: int | None = None
+    kobo_url: str | None = None
+    kobo_token: Secret | None = field(default=None, repr=False)
+    tianditu_key: Secret | None = field(default=None, repr=False)
+    config_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError(
+                f"source '{self.source}' is unknown ({self._origin('source')}); "
+                f"use one of: {', '.join(SOURCES)}"
+            )
+        if self.basemap not in BASEMAPS:
+            raise ConfigError(
+                f"basemap '{self.basemap}' is unknown ({self._origin('basemap')}); "
+                f"use one of: {', '.join(BASEMAPS)}"
+            )
+        if not 2000 <= self.plan_year <= 2100:
+            raise ConfigError(
+                f"plan_year {self.plan_year} is not a plausible year ({self._origin('plan_year')})"
+            )
+        if self.gps_accuracy_m <= 0:
+            raise ConfigError(f"gps_accuracy_m must be positive, got {self.gps_accuracy_m}")
+
+    def _origin(self, name: str) -> str:
+        env = f"MANYI_{name.upper()}"
+        where = f"option --{name.replace('_', '-')}, {env}"
+        if self.config_file:
+            where += f" or {self.config_file}"
+        return "set by " + where
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "manyi.sqlite"
+
+
+_SECRETS = {"central_password", "kobo_token", "tianditu_key"}
+_PATHS = {"villages", "forms_dir", "build_dir", "data_dir", "outputs_dir"}
+_TOML_FORBIDDEN = _SECRETS  # secrets never live in a committed file
+
+
+def _coerce(name: str, value: Any, base: Path | None, origin: str) -> Any:
+    if value is None or value == "":
+        return None
+    kinds = {f.name: f.type for f in fields(Settings)}
+    kind = kinds[name]
+    try:
+        if name in _SECRETS:
+            return Secret(str(value))
+        if name in _PATHS:
+            p = Path(str(value)).expanduser()
+            return p if p.is_absolute() or base is None else base / p
+        if kind == "int" or name in ("plan_year", "central_project"):
+            return int(value)
+        if name == "gps_accuracy_m":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} = {value!r} ({origin}) is not a valid {kind}") from None
+
+
+def find_config_file(explicit: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if explicit is not None:
+        return explicit
+    if env.get("MANYI_CONFIG"):
+        return Path(env["MANYI_CONFIG"])
+    local = Path.cwd() / "manyi.toml"
+    return local if local.exists() else REPO_ROOT / "manyi.toml"
+
+
+def load_settings(
+    options: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Resolve settings: ``options`` > ``env`` (MANYI_*) > ``manyi.toml`` > defaults."""
+    env = os.environ if env is None else env
+    path = find_config_file(config_file, env)
+    values: dict[str, Any] = {}
+    known = {f.name for f in fields(Settings)} - {"config_file"}
+
+    if path.exists():
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid TOML ({e}); fix the file or remove it") from None
+        for key, value in table.items():
+            if key in _TOML_FORBIDDEN:
+                raise ConfigError(
+                    f"{path}: '{key}' is a secret and must not be in a committed file; "
+                    f"remove it and set MANYI_{key.upper()} in the environment instead"
+                )
+            if key not in known:
+                raise ConfigError(
+                    f"{path}: unknown setting '{key}'; known settings: {', '.join(sorted(known))}"
+                )
+            values[key] = _coerce(key, value, path.parent, f"in {path}")
+    elif config_file is not None or env.get("MANYI_CONFIG"):
+        raise ConfigError(f"config file {path} does not exist; check --config / MANYI_CONFIG")
+
+    for key in known:
+        raw = env.get(f"MANYI_{key.upper()}")
+        if raw not in (None, ""):
+            values[key] = _coerce(key, raw, None, f"from MANYI_{key.upper()}")
+
+    for key, value in (options or {}).items():
+        if key not in known:
+            raise ConfigError(f"unknown option '{key}'")
+        if value is not None:
+            values[key] = _coerce(key, value, None, f"option --{key.replace('_', '-')}")
+
+    return Settings(**values, config_file=path if path.exists() else None)

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import Secret, load_settings
+from pipelines.errors import ConfigError
+
+
+def toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "manyi.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_precedence_option_then_env_then_file_then_default(tmp_path: Path) -> None:
+    cfg = toml(tmp_path, 'plan_year = 2024\nsource = "files"\ndata_dir = "state"\n')
+    env = {"MANYI_SOURCE": "kobo", "MANYI_BASEMAP": "amap"}
+    s = load_settings({"source": "central"}, env=env, config_file=cfg)
+    assert s.source == "central"  # option beats env and file
+    assert s.basemap == "amap"  # env beats file and default
+    assert s.plan_year == 2024  # file beats default
+    assert s.data_dir == tmp_path / "state"  # relative to the file
+    assert s.town == "龙阳镇"  # default
+    assert load_settings({}, env=env, config_file=cfg).source == "kobo"
+    assert load_settings({}, env={}, config_file=cfg).source == "files"
+
+
+def test_data_dir_from_option_and_env_are_separate(tmp_path: Path) -> None:
+    cfg = toml(tmp_path, "")
+    a = load_settings({"data_dir": tmp_path / "a"}, env={}, config_file=cfg)
+    b = load_settings({}, env={"MANYI_DATA_DIR": str(tmp_path / "b")}, config_file=cfg)
+    assert a.store_path != b.store_path
+    assert a.store_path.parent == tmp_path / "a"
+
+
+def test_secrets_never_print(tmp_path: Path) -> None:
+    env = {"MANYI_CENTRAL_PASSWORD": "hunter2-secret", "MANYI_KOBO_TOKEN": "tok-123456"}
+    s = load_settings({}, env=env, config_file=toml(tmp_path, ""))
+    assert s.central_password == Secret("hunter2-secret")
+    assert s.central_password.get() == "hunter2-secret"
+    for text in (repr(s), str(s), f"{s.kobo_token}", repr(s.kobo_token)):
+        assert "hunter2" not in text and "tok-123456" not in text
+
+
+def test_secret_in_committed_file_is_refused(tmp_path: Path) -> None:
+    cfg = toml(tmp_path, 'central_password = "oops"\n')
+    with pytest.raises(ConfigError, match="MANYI_CENTRAL_PASSWORD") as e:
+        load_settings({}, env={}, config_file=cfg)
+    assert "oops" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "words"),
+    [
+        ('source = "ftp"\n', {}, "source 'ftp' is unknown"),
+        ("", {"MANYI_BASEMAP": "google"}, "basemap 'google' is unknown"),
+        ("plan_year = 23\n", {}, "plan_year 23"),
+        ("", {"MANYI_PLAN_YEAR": "next"}, "MANYI_PLAN_YEAR"),
+        ("colour = 1\n", {}, "unknown setting 'colour'"),
+        ("plan_year = \n", {}, "not valid TOML"),
+    ],
+)
+def test_bad_settings_say_where(tmp_path: Path, text: str, env: dict, words: str) -> None:
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+        load_settings({}, env=env, config_file=toml(tmp_path, text))
+
+
+def test_missing_explicit_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings({}, env={}, config_file=tmp_path / "nope.toml")
+
+
+def test_repository_manyi_toml_is_valid() -> None:
+    from pipelines.config import REPO_ROOT
+
+    s = load_settings({}, env={}, config_file=REPO_ROOT / "manyi.toml")
+    assert (s.source, s.basemap, s.plan_year) == ("demo", "none", 2023)
+    assert s.villages.exists()

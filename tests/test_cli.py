@@ -1,0 +1,70 @@
+"""The command line: help everywhere, one clear line on errors, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from pipelines.cli import app, main
+from tests.helpers import REPO
+
+
+def _commands(group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [prefix]
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):
+            found += _commands(cmd, (*prefix, name))
+        else:
+            found.append((*prefix, name))
+    return found
+
+
+COMMANDS = _commands(typer.main.get_command(app))
+
+
+def test_forms_commands_exist() -> None:
+    assert {("forms", "build"), ("forms", "list"), ("forms", "sync-villages")} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "manyi")
+def test_help_works_for_every_command(command: tuple[str, ...], capsys) -> None:
+    assert main([*command, "--help"]) == 0
+    assert "Usage:" in capsys.readouterr().out
+
+
+def test_forms_list_prints_every_form(capsys) -> None:
+    assert main(["forms", "list"]) == 0
+    text = capsys.readouterr().out
+    for form_id in ("sanitation_sweep", "dibao_verification", "publicity_item"):
+        assert form_id in text
+    assert "低保核查" in text
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "manyi.toml"
+    bad.write_text('source = "ftp"\n', encoding="utf-8")
+    run = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "--config", str(bad), "forms", "list"],
+        capture_output=True, text=True, cwd=REPO, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        f"manyi: source 'ftp' is unknown (set by option --source, MANYI_SOURCE or {bad}); "
+        "use one of: demo, central, kobo, files"
+    ]
+    assert "Traceback" not in run.stderr
+
+
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).parent / "manyi"
+    run = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False)
+    assert run.returncode == 0 and "forms" in run.stdout
+
+
+def test_unknown_command_is_a_usage_error(capsys) -> None:
+    assert main(["nope"]) == 2
+    assert "No such command" in capsys.readouterr().err
