@@ -114,6 +114,24 @@ def forms_sync_villages(ctx: typer.Context) -> None:
     out.print(f"{len(changed)} form(s) updated from {s.villages}", highlight=False)
 
 
+@app.command("maps")
+def maps(
+    ctx: typer.Context,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default outputs/).")] = None,
+    basemap: Annotated[str | None, typer.Option("--basemap", help="none, tianditu, amap or osm. Env: MANYI_BASEMAP.")] = None,
+    boundaries: Annotated[Path | None, typer.Option("--boundaries", help="Village boundaries (GeoPackage, Shapefile, GeoJSON). Env: MANYI_BOUNDARIES.")] = None,
+) -> None:
+    """Draw the overview map and one map per domain, offline, with an index page."""
+    from geo.maps import draw_maps
+
+    s = _settings(ctx, outputs_dir=out_dir, basemap=basemap, boundaries=boundaries)
+    with err.status("drawing maps…"):
+        result = draw_maps(s, s.outputs_dir)
+    for w in result.warnings:
+        err.print(f"[yellow]warning:[/] {w}", markup=True, highlight=False)
+    out.print(f"{len(result.maps)} map(s) written; open {result.index}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)

@@ -52,6 +52,7 @@ class Settings:
     town_code: str = "370481115"
     plan_year: int = 2023
     villages: Path = REPO_ROOT / "geo" / "villages.csv"
+    boundaries: Path | None = None  # real village boundaries; None draws illustrative ones
     forms_dir: Path = REPO_ROOT / "forms"
     build_dir: Path = Path("build/forms")
     data_dir: Path = Path("data")
@@ -99,7 +100,7 @@ class Settings:
 
 
 _SECRETS = {"central_password", "kobo_token", "tianditu_key"}
-_PATHS = {"villages", "forms_dir", "build_dir", "data_dir", "outputs_dir"}
+_PATHS = {"villages", "boundaries", "forms_dir", "build_dir", "data_dir", "outputs_dir"}
 _TOML_FORBIDDEN = _SECRETS  # secrets never live in a committed file
 
 

@@ -68,3 +68,23 @@ def test_console_script_is_installed() -> None:
 def test_unknown_command_is_a_usage_error(capsys) -> None:
     assert main(["nope"]) == 2
     assert "No such command" in capsys.readouterr().err
+
+
+def test_maps_command_draws_zero_coverage_offline(tmp_path: Path, capsys) -> None:
+    out_dir = tmp_path / "out"
+    assert main(["maps", "--out", str(out_dir)]) == 0
+    assert "open" in capsys.readouterr().out
+    maps = sorted(p.stem for p in (out_dir / "maps").glob("*.html"))
+    assert "overview" in maps and len(maps) == 7
+    index = (out_dir / "index.html").read_text(encoding="utf-8")
+    for name in maps:
+        assert f"maps/{name}.html" in index
+    html = (out_dir / "maps" / "overview.html").read_text(encoding="utf-8")
+    assert "示意边界" in html and "暂无数据" in html
+
+
+def test_maps_with_tianditu_and_no_key_is_one_clear_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("MANYI_TIANDITU_KEY", raising=False)
+    assert main(["maps", "--out", str(tmp_path), "--basemap", "tianditu"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "MANYI_TIANDITU_KEY" in line
