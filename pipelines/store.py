@@ -1,0 +1,473 @@
+"""The submission store: one SQLite file under ``settings.data_dir``.
+
+* ``submissions`` is keyed by (form_id, instance_id). An edit replaces the row and counts as
+  updated; a deletion sets ``deleted`` and keeps the row.
+* ``attachments`` rows point at files stored by content hash under ``data_dir/attachments``,
+  so a hostile name (``../../x``, ``/etc/passwd``) is only ever text in a column.
+* ``sync_state`` holds one opaque JSON cursor per (source, form_id). A page's rows and the
+  cursor after that page are written in one transaction, so a killed pull resumes cleanly.
+* ``quarantine`` keeps records that could not be read, with the reason.
+
+The SQL is kept portable (``INSERT … ON CONFLICT … DO UPDATE``, TEXT/INTEGER columns, no
+AUTOINCREMENT) so a PostgreSQL backend needs only a different connection and paramstyle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import DataError
+from pipelines.records import Quarantined, Record, now_utc
+
+# Each entry is one schema version; never edit a released entry, append a new one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE submissions (
+            form_id TEXT NOT NULL,
+            instance_id TEXT NOT NULL,
+            form_version TEXT,
+            submitted_at TEXT,
+            updated_at TEXT,
+            review_state TEXT,
+            deleted INTEGER NOT NULL DEFAULT 0,
+            content_hash TEXT NOT NULL,
+            source TEXT NOT NULL,
+            source_version TEXT,
+            attachments_expected INTEGER NOT NULL DEFAULT 0,
+            record_json TEXT NOT NULL,
+            first_seen_at TEXT NOT NULL,
+            changed_at TEXT NOT NULL,
+            PRIMARY KEY (form_id, instance_id)
+        )""",
+        "CREATE INDEX submissions_form_updated ON submissions (form_id, updated_at)",
+        """CREATE TABLE attachments (
+            form_id TEXT NOT NULL,
+            instance_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            sha256 TEXT,
+            local_path TEXT,
+            size INTEGER,
+            status TEXT NOT NULL,
+            fetched_at TEXT,
+            PRIMARY KEY (form_id, instance_id, name)
+        )""",
+        "CREATE INDEX attachments_sha256 ON attachments (sha256)",
+        """CREATE TABLE sync_state (
+            source TEXT NOT NULL,
+            form_id TEXT NOT NULL,
+            cursor_json TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (source, form_id)
+        )""",
+        """CREATE TABLE quarantine (
+            source TEXT NOT NULL,
+            form_id TEXT NOT NULL,
+            item_key TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            raw TEXT NOT NULL,
+            first_seen_at TEXT NOT NULL,
+            last_seen_at TEXT NOT NULL,
+            PRIMARY KEY (source, form_id, item_key)
+        )""",
+    ),
+)
+
+_CHUNK = 500  # ids per IN (...) lookup; well under SQLite's variable limit
+
+
+@dataclass
+class PageCounts:
+    new: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    quarantined: int = 0
+
+
+@dataclass(frozen=True)
+class StoredAttachment:
+    form_id: str
+    instance_id: str
+    name: str
+    sha256: str | None
+    local_path: Path | None
+    size: int | None
+    status: str  # "stored" or "missing" (the server has no file for this name yet)
+
+
+def safe_name(name: str) -> str:
+    """A file name that cannot leave a folder: no separators, no ``..``, no drive, no NUL."""
+    base = name.replace("\\", "/").split("/")[-1]
+    base = "".join(ch for ch in base if ch >= " " and ch not in ':*?"<>|')
+    base = base.strip(" .")
+    if not base:
+        base = "file-" + hashlib.sha256(name.encode("utf-8", "replace")).hexdigest()[:12]
+    return base[:200]
+
+
+class Store:
+    """The SQLite store. Open with :func:`open_store`; use as a context manager."""
+
+    def __init__(self, path: Path, data_dir: Path):
+        self.path = Path(path)
+        self.data_dir = Path(data_dir)
+        self.attachments_dir = self.data_dir / "attachments"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per page.
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as e:
+            raise DataError(
+                f"{self.path}: cannot open the store ({e}); move the file aside and pull again"
+            ) from None
+        self._migrate()
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        row = self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        current = row[0] or 0
+        if current > len(MIGRATIONS):
+            raise DataError(
+                f"{self.path}: store schema version {current} is newer than this manyi "
+                f"({len(MIGRATIONS)}); upgrade manyi"
+            )
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in MIGRATIONS[version - 1]:
+                    self.db.execute(statement)
+                self.db.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, now_utc()),
+                )
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
+
+    # ---- cursors ---------------------------------------------------------------------
+    def cursor(self, source: str, form_id: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT cursor_json FROM sync_state WHERE source = ? AND form_id = ?",
+            (source, form_id),
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # ---- writing a page --------------------------------------------------------------
+    def write_page(
+        self,
+        source: str,
+        form_id: str,
+        records: Sequence[Record],
+        quarantined: Sequence[Quarantined] = (),
+        cursor: dict[str, Any] | None = None,
+        gone: Sequence[str] = (),
+    ) -> PageCounts:
+        """Upsert one page of records, its quarantined items, the ids the server no longer
+        has (flagged deleted) and the cursor, atomically."""
+        counts = PageCounts()
+        stamp = now_utc()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            existing = self._existing(form_id, [r.instance_id for r in records])
+            for rec in records:
+                if rec.form_id != form_id:
+                    raise ValueError(f"record of form {rec.form_id} in a page of {form_id}")
+                digest = rec.content_hash()
+                old = existing.get(rec.instance_id)
+                if old is None:
+                    counts.deleted += rec.deleted
+                    counts.new += not rec.deleted
+                elif old[0] == digest:
+                    counts.unchanged += 1
+                    if old[2] != rec.source_version:
+                        self.db.execute(
+                            "UPDATE submissions SET source_version = ?, updated_at = ? "
+                            "WHERE form_id = ? AND instance_id = ?",
+                            (rec.source_version, rec.updated_at, form_id, rec.instance_id),
+                        )
+                    continue
+                elif rec.deleted and not old[1]:
+                    counts.deleted += 1
+                else:
+                    counts.updated += 1
+                if rec.deleted and old is not None:
+                    # Flag only: keep the last known content of a deleted submission.
+                    self.db.execute(
+                        "UPDATE submissions SET deleted = 1, content_hash = ?, updated_at = ?, "
+                        "source_version = ?, changed_at = ? WHERE form_id = ? AND instance_id = ?",
+                        (
+                            digest,
+                            rec.updated_at,
+                            rec.source_version,
+                            stamp,
+                            form_id,
+                            rec.instance_id,
+                        ),
+                    )
+                    continue
+                self.db.execute(
+                    """INSERT INTO submissions (form_id, instance_id, form_version, submitted_at,
+                        updated_at, review_state, deleted, content_hash, source, source_version,
+                        attachments_expected, record_json, first_seen_at, changed_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (form_id, instance_id) DO UPDATE SET
+                        form_version = excluded.form_version,
+                        submitted_at = excluded.submitted_at,
+                        updated_at = excluded.updated_at,
+                        review_state = excluded.review_state,
+                        deleted = excluded.deleted,
+                        content_hash = excluded.content_hash,
+                        source = excluded.source,
+                        source_version = excluded.source_version,
+                        attachments_expected = excluded.attachments_expected,
+                        record_json = excluded.record_json,
+                        changed_at = excluded.changed_at""",
+                    (
+                        form_id,
+                        rec.instance_id,
+                        rec.form_version,
+                        rec.submitted_at,
+                        rec.updated_at,
+                        rec.review_state,
+                        int(rec.deleted),
+                        digest,
+                        source,
+                        rec.source_version,
+                        rec.attachments_expected,
+                        rec.to_json(),
+                        stamp,
+                        stamp,
+                    ),
+                )
+            for item in quarantined:
+                self.db.execute(
+                    """INSERT INTO quarantine (source, form_id, item_key, reason, raw,
+                        first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (source, form_id, item_key) DO UPDATE SET
+                        reason = excluded.reason, raw = excluded.raw,
+                        last_seen_at = excluded.last_seen_at""",
+                    (source, item.form_id, item.item_key(), item.reason, item.raw, stamp, stamp),
+                )
+                counts.quarantined += 1
+            counts.deleted += self._flag_deleted(form_id, list(gone), stamp)
+            if cursor is not None:
+                self.db.execute(
+                    """INSERT INTO sync_state (source, form_id, cursor_json, updated_at)
+                    VALUES (?, ?, ?, ?) ON CONFLICT (source, form_id) DO UPDATE SET
+                        cursor_json = excluded.cursor_json, updated_at = excluded.updated_at""",
+                    (source, form_id, json.dumps(cursor, sort_keys=True), stamp),
+                )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return counts
+
+    def _flag_deleted(self, form_id: str, ids: list[str], stamp: str) -> int:
+        flagged = 0
+        for start in range(0, len(ids), _CHUNK):
+            part = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            cur = self.db.execute(
+                "UPDATE submissions SET deleted = 1, changed_at = ? "  # noqa: S608
+                f"WHERE form_id = ? AND deleted = 0 AND instance_id IN ({marks})",
+                (stamp, form_id, *part),
+            )
+            flagged += cur.rowcount
+        return flagged
+
+    def stored_attachments(self, form_id: str, instance_id: str) -> int:
+        return self.db.execute(
+            "SELECT COUNT(*) FROM attachments WHERE form_id = ? AND instance_id = ? "
+            "AND status = 'stored'",
+            (form_id, instance_id),
+        ).fetchone()[0]
+
+    def _existing(self, form_id: str, ids: list[str]) -> dict[str, tuple[str, int, str | None]]:
+        found: dict[str, tuple[str, int, str | None]] = {}
+        for start in range(0, len(ids), _CHUNK):
+            part = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            rows = self.db.execute(
+                "SELECT instance_id, content_hash, deleted, source_version FROM submissions "  # noqa: S608
+                f"WHERE form_id = ? AND instance_id IN ({marks})",
+                (form_id, *part),
+            )
+            for iid, digest, deleted, version in rows:
+                found[iid] = (digest, deleted, version)
+        return found
+
+    # ---- reading ---------------------------------------------------------------------
+    def records(
+        self, form_id: str | None = None, include_deleted: bool = False
+    ) -> Iterator[Record]:
+        sql = (
+            "SELECT form_id, instance_id, form_version, submitted_at, updated_at, review_state, "
+            "deleted, record_json, attachments_expected, source_version FROM submissions"
+        )
+        where, args = [], []
+        if form_id is not None:
+            where.append("form_id = ?")
+            args.append(form_id)
+        if not include_deleted:
+            where.append("deleted = 0")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY form_id, submitted_at, instance_id"
+        for row in self.db.execute(sql, args):
+            yield Record(
+                form_id=row[0],
+                instance_id=row[1],
+                form_version=row[2],
+                submitted_at=row[3],
+                updated_at=row[4],
+                review_state=row[5],
+                deleted=bool(row[6]),
+                data=json.loads(row[7]),
+                attachments_expected=row[8],
+                source_version=row[9],
+            )
+
+    def count(self, form_id: str | None = None, include_deleted: bool = False) -> int:
+        sql, args = "SELECT COUNT(*) FROM submissions WHERE 1 = 1", []
+        if form_id is not None:
+            sql += " AND form_id = ?"
+            args.append(form_id)
+        if not include_deleted:
+            sql += " AND deleted = 0"
+        return self.db.execute(sql, args).fetchone()[0]
+
+    def source_versions(self, form_id: str) -> dict[str, str | None]:
+        """instance_id → the source's change marker, for live (not deleted) submissions."""
+        rows = self.db.execute(
+            "SELECT instance_id, source_version FROM submissions WHERE form_id = ? AND deleted = 0",
+            (form_id,),
+        )
+        return dict(rows)
+
+    def quarantined(self, form_id: str | None = None) -> list[Quarantined]:
+        sql = "SELECT source, form_id, reason, raw, item_key FROM quarantine"
+        args: list[str] = []
+        if form_id is not None:
+            sql += " WHERE form_id = ?"
+            args.append(form_id)
+        return [Quarantined(*row) for row in self.db.execute(sql + " ORDER BY item_key", args)]
+
+    # ---- attachments -----------------------------------------------------------------
+    def incomplete_attachments(self, form_id: str) -> list[Record]:
+        """Live submissions that expect more files than the store holds."""
+        rows = self.db.execute(
+            """SELECT s.instance_id FROM submissions s
+            LEFT JOIN attachments a ON a.form_id = s.form_id
+                AND a.instance_id = s.instance_id AND a.status = 'stored'
+            WHERE s.form_id = ? AND s.deleted = 0 AND s.attachments_expected > 0
+            GROUP BY s.instance_id, s.attachments_expected
+            HAVING COUNT(a.name) < s.attachments_expected""",
+            (form_id,),
+        ).fetchall()
+        wanted = {r[0] for r in rows}
+        if not wanted:
+            return []
+        return [r for r in self.records(form_id) if r.instance_id in wanted]
+
+    def has_attachment(self, form_id: str, instance_id: str, name: str) -> bool:
+        row = self.db.execute(
+            "SELECT local_path FROM attachments WHERE form_id = ? AND instance_id = ? "
+            "AND name = ? AND status = 'stored'",
+            (form_id, instance_id, name),
+        ).fetchone()
+        return bool(row) and (self.data_dir / row[0]).is_file()
+
+    def put_attachment(
+        self, form_id: str, instance_id: str, name: str, chunks: Iterable[bytes]
+    ) -> StoredAttachment:
+        """Store a file by its sha256 under ``data_dir/attachments``; the name is only text."""
+        self.attachments_dir.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=self.attachments_dir, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            sha = digest.hexdigest()
+            target = self.attachments_dir / sha[:2] / sha
+            target.parent.mkdir(exist_ok=True)
+            if target.exists():
+                Path(tmp).unlink()
+            else:
+                Path(tmp).replace(target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        rel = target.relative_to(self.data_dir).as_posix()
+        self._attachment_row(form_id, instance_id, name, sha, rel, size, "stored")
+        return StoredAttachment(form_id, instance_id, name, sha, target, size, "stored")
+
+    def note_missing_attachment(self, form_id: str, instance_id: str, name: str) -> None:
+        """Remember that the server has no file for this name yet; it is retried next pull."""
+        self._attachment_row(form_id, instance_id, name, None, None, None, "missing")
+
+    def _attachment_row(self, form_id, instance_id, name, sha, rel, size, status) -> None:
+        self.db.execute(
+            """INSERT INTO attachments (form_id, instance_id, name, sha256, local_path, size,
+                status, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (form_id, instance_id, name) DO UPDATE SET sha256 = excluded.sha256,
+                local_path = excluded.local_path, size = excluded.size,
+                status = excluded.status, fetched_at = excluded.fetched_at""",
+            (form_id, instance_id, name, sha, rel, size, status, now_utc()),
+        )
+
+    def attachments(self, form_id: str, instance_id: str | None = None) -> list[StoredAttachment]:
+        sql = (
+            "SELECT form_id, instance_id, name, sha256, local_path, size, status "
+            "FROM attachments WHERE form_id = ?"
+        )
+        args = [form_id]
+        if instance_id is not None:
+            sql += " AND instance_id = ?"
+            args.append(instance_id)
+        out = []
+        for f, i, n, sha, rel, size, status in self.db.execute(sql + " ORDER BY 2, 3", args):
+            out.append(
+                StoredAttachment(f, i, n, sha, self.data_dir / rel if rel else None, size, status)
+            )
+        return out
+
+
+def open_store(settings: Any) -> Store:
+    """Open (and migrate) the store named by ``settings.store_path``."""
+    return Store(Path(settings.store_path), Path(settings.data_dir))

@@ -1,0 +1,106 @@
+"""The store: upserts, deletions, atomic pages with cursors, migrations, attachments."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pipelines.records import Quarantined, Record, geojson_to_xform, utc_text
+from pipelines.store import Store, safe_name
+
+
+def rec(iid: str, note: str = "a", **kw) -> Record:
+    base = dict(
+        form_id="f",
+        instance_id=iid,
+        form_version="1",
+        submitted_at="2026-01-01T00:00:00.000Z",
+        updated_at=None,
+        review_state=None,
+        data={"note": note, "piles": [{"t": "x"}]},
+    )
+    base.update(kw)
+    return Record(**base)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "data" / "manyi.sqlite", tmp_path / "data")
+    yield s
+    s.close()
+
+
+def test_new_then_edit_then_same_again_counts_once_each(store: Store) -> None:
+    assert store.write_page("central", "f", [rec("a"), rec("b")]).new == 2
+    counts = store.write_page("central", "f", [rec("a", "edited"), rec("b")])
+    assert (counts.new, counts.updated, counts.unchanged) == (0, 1, 1)
+    assert store.count("f") == 2
+    assert {r.data["note"] for r in store.records("f")} == {"edited", "a"}
+
+
+def test_deleted_is_flagged_not_forgotten(store: Store) -> None:
+    store.write_page("central", "f", [rec("a"), rec("b")])
+    counts = store.write_page("central", "f", [rec("a", deleted=True)], gone=["b"])
+    assert counts.deleted == 2
+    assert store.count("f") == 0
+    kept = {r.instance_id: r for r in store.records("f", include_deleted=True)}
+    assert kept["a"].deleted and kept["a"].data["note"] == "a"
+    assert kept["b"].deleted
+
+
+def test_page_rows_and_cursor_commit_together(store: Store) -> None:
+    store.write_page("central", "f", [rec("a")], cursor={"hwm": "1"})
+    with pytest.raises(ValueError):
+        # the second record belongs to another form: the whole page must roll back
+        store.write_page("central", "f", [rec("b"), rec("c", form_id="g")], cursor={"hwm": "2"})
+    assert store.cursor("central", "f") == {"hwm": "1"}
+    assert [r.instance_id for r in store.records("f")] == ["a"]
+
+
+def test_quarantine_keeps_reason_and_raw_once(store: Store) -> None:
+    bad = Quarantined("files", "f", "bad XML: mismatched tag", "<data><x></data>")
+    store.write_page("files", "f", [], [bad])
+    store.write_page("files", "f", [], [bad])  # seen again on the next pull
+    (kept,) = store.quarantined("f")
+    assert kept.reason == "bad XML: mismatched tag" and kept.raw == "<data><x></data>"
+
+
+def test_wal_and_versioned_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    Store(path, tmp_path).close()
+    again = Store(path, tmp_path)  # reopening applies nothing twice
+    assert again.schema_version == 1
+    again.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 1
+
+
+def test_attachments_are_content_addressed_and_names_cannot_escape(
+    store: Store, tmp_path: Path
+) -> None:
+    for name in ("../../x.jpg", "/etc/passwd", "C:\\evil.jpg"):
+        got = store.put_attachment("f", "a", name, [b"same ", b"bytes"])
+        assert got.local_path.resolve().is_relative_to((tmp_path / "data").resolve())
+        assert got.local_path.read_bytes() == b"same bytes"
+    assert not (tmp_path / "x.jpg").exists() and not (tmp_path.parent / "x.jpg").exists()
+    files = [p for p in (tmp_path / "data" / "attachments").rglob("*") if p.is_file()]
+    assert len(files) == 1  # one copy for three names with the same content
+    assert {a.name for a in store.attachments("f")} == {
+        "../../x.jpg",
+        "/etc/passwd",
+        "C:\\evil.jpg",
+    }
+    assert safe_name("../../x") == "x" and safe_name("/etc/passwd") == "passwd"
+    assert "/" not in safe_name("..") and safe_name("..") not in ("", "..", ".")
+
+
+def test_times_and_geojson_are_normalised() -> None:
+    assert utc_text("2019-09-01T01:02:03") == "2019-09-01T01:02:03.000Z"
+    assert utc_text("2026-11-28T09:30:15.123+08:00") == "2026-11-28T01:30:15.123Z"
+    point = {"type": "Point", "coordinates": [117.26, 35.17, 50], "properties": {"accuracy": 5}}
+    assert geojson_to_xform(point) == "35.17 117.26 50 5"
+    line = {"type": "LineString", "coordinates": [[117.1, 35.1, 0], [117.2, 35.2, 0]]}
+    assert geojson_to_xform(line) == "35.1 117.1 0;35.2 117.2 0"
