@@ -1,0 +1,355 @@
+"""Progress against the plan for any as-of date: value, target, expected-by-now and status,
+for the town and per village, liaison group and department.
+
+Each indicator of the plan file reduces to a numerator and a denominator per village (or for
+the town only when its form names no village); groups and the town are sums of villages, so
+every level is consistent. Rows dated after the as-of date are ignored, so a report for a past
+date gives the figures as they stood then (as far as the data then entered allows).
+
+Status rules (``value`` and ``target`` higher is better for every measure):
+
+- 已完成 (done): value ≥ target;
+- 逾期 (overdue): not done and the as-of date is after the deadline (the deadline day itself is
+  still in time);
+- 进度正常 (on track): value ≥ expected, where expected = target × the share of the time from
+  ``start`` to the deadline already passed (both days counted), or the full target when the
+  plan says ``pace = "none"``;
+- 滞后 (lagging): otherwise.
+
+An indicator without a target (satisfaction scores, patrols) has status NA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from geo.villages import Village
+from pipelines.plan import Indicator, Plan
+from pipelines.rosters import Rosters
+from pipelines.tidy import TidyForm
+
+DONE, ON_TRACK, LAGGING, OVERDUE = "已完成", "进度正常", "滞后", "逾期"
+STATUSES = (DONE, ON_TRACK, LAGGING, OVERDUE)
+COLUMNS = (
+    "indicator_id", "domain", "label", "level", "key", "key_label", "value", "target",
+    "expected", "status", "numerator", "denominator", "start", "deadline", "department",
+)  # fmt: skip
+_SHARE_MEASURES = ("rate", "reduction", "mean", "weekly")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """All indicators at one as-of date; ``table`` has :data:`COLUMNS`."""
+
+    as_of: date
+    table: pd.DataFrame
+
+    def level(self, level: str) -> pd.DataFrame:
+        return self.table[self.table["level"] == level].reset_index(drop=True)
+
+    def behind(self) -> pd.DataFrame:
+        """Rows that are 滞后 or 逾期: what the monthly meeting must chase."""
+        return self.table[self.table["status"].isin([LAGGING, OVERDUE])].reset_index(drop=True)
+
+
+def _window(ind: Indicator, year: int, as_of: date) -> tuple[date, date, date | None]:
+    """(first day counted, pace start, deadline) for the period holding ``as_of``."""
+    if ind.period == "quarter":
+        q0 = date(year, 3 * ((as_of.month - 1) // 3) + 1, 1) if as_of.year == year else None
+        if q0 is None:
+            q0 = date(year, 10, 1) if as_of.year > year else date(year, 1, 1)
+        q_end = (pd.Timestamp(q0) + pd.offsets.QuarterEnd(0)).date()
+        return q0, q0, q_end
+    if ind.period == "month":
+        m0 = as_of.replace(day=1)
+        return m0, m0, (pd.Timestamp(m0) + pd.offsets.MonthEnd(0)).date()
+    return date(year, 1, 1), ind.start_date(year), ind.deadline_date(year)
+
+
+def _expected(ind: Indicator, target: float, start: date, deadline: date | None, as_of: date) -> float:  # fmt: skip
+    if ind.pace == "none" or deadline is None:
+        return target
+    if as_of < start:
+        return 0.0
+    span = (deadline - start).days + 1
+    done = min((as_of - start).days + 1, span)
+    return target * done / span
+
+
+def _status(value: float, target: float, expected: float, deadline: date | None, as_of: date, started: bool) -> str | None:  # fmt: skip
+    if pd.isna(target):
+        return None
+    if not pd.isna(value) and value >= target - 1e-9:
+        return DONE
+    if deadline is not None and as_of > deadline:
+        return OVERDUE
+    if pd.isna(value):
+        return LAGGING if started and expected > 0 else ON_TRACK
+    return ON_TRACK if value >= expected - 1e-9 else LAGGING
+
+
+def _rows_for(ind: Indicator, form: TidyForm | None) -> pd.DataFrame:
+    if form is None:
+        return pd.DataFrame(columns=sorted(ind.fields_used | {"village", "submitted_at"}))
+    if ind.repeat:
+        table = form.repeats[ind.repeat]
+        wanted = [c for c in form.table.columns if c not in table.columns or c == "instance_id"]
+        need = [c for c in wanted if c in ind.fields_used | {"village", "submitted_at"}]
+        return form.repeat(ind.repeat, need)
+    return form.table
+
+
+def _as_key(series: pd.Series) -> pd.Series:
+    return series.astype(object).where(series.notna(), None)
+
+
+def _select(ind: Indicator, frame: pd.DataFrame, first: date, as_of: date) -> pd.DataFrame:
+    dates = pd.to_datetime(frame[ind.date_field])
+    keep = (dates >= pd.Timestamp(first)) & (dates <= pd.Timestamp(as_of))
+    frame = frame[keep]
+    if ind.latest and len(frame):
+        order = [ind.date_field] + (["submitted_at"] if "submitted_at" in frame.columns else [])
+        frame = frame.sort_values(order, kind="stable")
+        if ind.repeat:  # keep every entry of the latest submission per subject
+            last = frame.drop_duplicates(ind.latest, keep="last")["instance_id"]
+            frame = frame[frame["instance_id"].isin(last)]
+        else:
+            frame = frame.drop_duplicates(ind.latest, keep="last")
+    return frame
+
+
+def _query(frame: pd.DataFrame, expr: str | None, as_of: date) -> pd.Series:
+    if not expr or frame.empty:
+        return pd.Series(True, index=frame.index)
+    env = {"as_of": pd.Timestamp(as_of)}
+    data = frame.copy()
+    for col in data.columns:  # compare categories as plain text in queries
+        if isinstance(data[col].dtype, pd.CategoricalDtype):
+            data[col] = data[col].astype(object)
+    mask = data.eval(expr, local_dict=env, engine="python")
+    return pd.Series(mask, index=frame.index).fillna(False).astype(bool)
+
+
+def _roster(ind: Indicator, rosters: Rosters | None, villages: Sequence[Village]) -> pd.DataFrame:
+    if ind.roster == "villages":
+        codes = [v.code for v in villages]
+        return pd.DataFrame({"name": codes, "village": codes})
+    if rosters is None:
+        raise ValueError(f"indicator '{ind.id}' needs the rosters (roster '{ind.roster}')")
+    return rosters.get(ind.roster)
+
+
+def _per_village(ind: Indicator, frame: pd.DataFrame, rosters: Rosters | None, villages: Sequence[Village], as_of: date) -> tuple[pd.DataFrame, bool]:  # fmt: skip
+    """num/den/vtarget per village code (index), and whether the indicator has villages."""
+    codes = [v.code for v in villages]
+    index = pd.Index(codes, name="village")
+    out = pd.DataFrame({"num": 0.0, "den": np.nan, "vtarget": np.nan}, index=index)
+    by_village = "village" in frame.columns or ind.roster is not None
+    m = ind.measure
+    if m in ("coverage",) or (m == "sum" and ind.roster):
+        roster = _roster(ind, rosters, villages)
+        ids = _as_key(frame[ind.id_field])
+        hit = _query(frame, ind.where, as_of)
+        counts = ids[hit].value_counts()
+        if m == "coverage":
+            reached = roster["name"].map(counts).fillna(0) >= ind.min_count
+            out["num"] = reached.groupby(roster["village"]).sum().reindex(index, fill_value=0)
+            out["den"] = roster.groupby("village").size().reindex(index, fill_value=0)
+            if ind.unit == "count":
+                out["vtarget"] = out["den"]
+        else:
+            value = pd.to_numeric(frame.loc[hit, ind.field], errors="coerce")
+            village_of = ids[hit].map(roster.set_index("name")["village"])
+            out["num"] = value.groupby(village_of).sum().reindex(index, fill_value=0)
+            if ind.roster_value:
+                rv = pd.to_numeric(roster[ind.roster_value], errors="coerce")
+                out["vtarget"] = rv.groupby(roster["village"]).sum().reindex(index, fill_value=0)
+        return out, True
+    village = _as_key(frame["village"]) if "village" in frame.columns else None
+    hit = _query(frame, ind.where, as_of)
+    if m == "count":
+        num = hit.astype(float)
+        den = None
+        if ind.village_target is not None:
+            out["vtarget"] = ind.village_target
+    elif m == "sum":
+        num, den = pd.to_numeric(frame[ind.field], errors="coerce").where(hit, 0), None
+    elif m == "rate" and ind.field:
+        num = pd.to_numeric(frame[ind.field], errors="coerce").where(hit, 0)
+        den = pd.to_numeric(frame[ind.denominator], errors="coerce").where(hit, 0)
+    elif m == "rate":
+        base = _query(frame, ind.denominator_where, as_of)
+        num, den = (hit & base).astype(float), base.astype(float)
+    elif m == "reduction":
+        num = pd.to_numeric(frame[ind.field], errors="coerce").where(hit, 0)
+        den = pd.to_numeric(frame[ind.baseline], errors="coerce").where(hit, 0)
+    elif m == "mean":
+        score = pd.to_numeric(frame[ind.field].astype(object), errors="coerce").where(hit)
+        num, den = score.fillna(0), score.notna().astype(float)
+    else:
+        raise ValueError(f"measure {m!r} is not per village")
+    if village is None:
+        town = pd.DataFrame(
+            {"num": [float(num.sum())], "den": [float(den.sum()) if den is not None else np.nan]},
+            index=pd.Index([None], name="village"),
+        )
+        town["vtarget"] = np.nan
+        return town, False
+    out["num"] = num.groupby(village).sum().reindex(index, fill_value=0).astype(float)
+    if den is not None:
+        out["den"] = den.groupby(village).sum().reindex(index, fill_value=0).astype(float)
+    return out, by_village
+
+
+def _f(x: object) -> float:
+    return np.nan if x is None or pd.isna(x) else float(x)  # type: ignore[arg-type]
+
+
+def _value(ind: Indicator, num: float, den: float) -> float:
+    m = ind.measure
+    if m in ("count", "sum") or (m == "coverage" and ind.unit == "count"):
+        return float(num)
+    if pd.isna(den) or den == 0:
+        return np.nan
+    if m == "reduction":
+        return 1.0 - num / den
+    return num / den
+
+
+def _weekly(ind: Indicator, frame: pd.DataFrame, first: date, start: date, as_of: date) -> pd.DataFrame:  # fmt: skip
+    """Per ``per`` value: weeks (Monday–Sunday, wholly between start and as_of) with enough rows."""
+    monday = start + timedelta(days=(7 - start.weekday()) % 7)
+    n_weeks = max(0, ((as_of - monday).days + 1) // 7)
+    last = monday + timedelta(days=7 * n_weeks)  # first day not in a counted week
+    dates = pd.to_datetime(frame[ind.date_field])
+    hit = _query(frame, ind.where, as_of)
+    inside = hit & (dates >= pd.Timestamp(monday)) & (dates < pd.Timestamp(last))
+    week = (dates[inside] - pd.Timestamp(monday)).dt.days // 7
+    per = _as_key(frame.loc[inside, ind.per])
+    counts = pd.DataFrame({"per": per, "week": week}).groupby(["per", "week"]).size()
+    good = (counts >= ind.min_count).groupby(level="per").sum()
+    index = pd.Index(list(ind.per_values), name="key")
+    return pd.DataFrame(
+        {"num": good.reindex(index, fill_value=0).astype(float), "den": float(n_weeks)}
+    )
+
+
+def indicator_progress(
+    ind: Indicator,
+    form: TidyForm | None,
+    *,
+    as_of: date,
+    year: int,
+    villages: Sequence[Village],
+    rosters: Rosters | None = None,
+    departments: Mapping[str, str] | None = None,
+    town: str = "龙阳镇",
+) -> pd.DataFrame:
+    """Rows of one indicator at ``as_of``: one per level and key the plan asks for.
+
+    ``form`` is the tidy tables of the indicator's form (None: no submissions yet).
+    """
+    first, start, deadline = _window(ind, year, as_of)
+    frame = _select(ind, _rows_for(ind, form), first, as_of)
+    departments = departments or {}
+    rows: list[dict[str, object]] = []
+
+    def add(level: str, key: object, label: str, num: float, den: float, target: float) -> None:
+        num, den, target = _f(num), _f(den), _f(target)
+        value = _value(ind, num, den)
+        expected = np.nan if pd.isna(target) else _expected(ind, target, start, deadline, as_of)
+        rows.append({
+            "indicator_id": ind.id, "domain": ind.domain, "label": ind.label, "level": level,
+            "key": key, "key_label": label, "value": value, "target": target,
+            "expected": expected,
+            "status": _status(value, target, expected, deadline, as_of, as_of >= start),
+            "numerator": float(num), "denominator": den, "start": start, "deadline": deadline,
+            "department": ind.department,
+        })  # fmt: skip
+
+    plan_target = np.nan if ind.target is None else ind.target
+    if ind.measure == "weekly":
+        per = _weekly(ind, frame, first, start, as_of)
+        if "town" in ind.levels:
+            add("town", town, town, per["num"].sum(), per["den"].sum(), plan_target)
+        if "department" in ind.levels:
+            for key, r in per.iterrows():
+                add(
+                    "department",
+                    key,
+                    departments.get(str(key), str(key)),
+                    r["num"],
+                    r["den"],
+                    plan_target,
+                )
+        return pd.DataFrame(rows, columns=list(COLUMNS))
+
+    parts, has_villages = _per_village(ind, frame, rosters, villages, as_of)
+    total_num, total_den = parts["num"].sum(), parts["den"].sum(min_count=1)
+    shares = ind.measure in _SHARE_MEASURES or ind.unit == "rate"
+    if "town" in ind.levels:
+        add("town", town, town, total_num, total_den, plan_target)
+    if "department" in ind.levels:
+        label = departments.get(ind.department, ind.department)
+        add("department", ind.department, label, total_num, total_den, plan_target)
+    if not has_villages:
+        return pd.DataFrame(rows, columns=list(COLUMNS))
+    vtarget = parts["vtarget"]
+    if shares:
+        vtarget = pd.Series(plan_target, index=parts.index)
+    if "village" in ind.levels:
+        for v in villages:
+            r = parts.loc[v.code]
+            add("village", v.code, v.name, r["num"], r["den"], vtarget.loc[v.code])
+    if "liaison_group" in ind.levels:
+        groups = sorted({v.liaison_group for v in villages})
+        for g in groups:
+            codes = [v.code for v in villages if v.liaison_group == g]
+            sub = parts.loc[codes]
+            t = plan_target if shares else vtarget.loc[codes].sum(min_count=1)
+            if not shares and vtarget.loc[codes].isna().any():
+                t = np.nan
+            add(
+                "liaison_group",
+                g,
+                f"第{g}帮包联系组",
+                sub["num"].sum(),
+                sub["den"].sum(min_count=1),
+                t,
+            )
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def compute_progress(
+    plan: Plan,
+    forms: Mapping[str, TidyForm],
+    *,
+    as_of: date,
+    year: int,
+    villages: Sequence[Village],
+    rosters: Rosters | None = None,
+    town: str = "龙阳镇",
+    only: Sequence[str] | None = None,
+) -> Progress:
+    """Every indicator of ``plan`` (or those in ``only``) at ``as_of``, as one tidy table.
+
+    ``forms`` maps form_id to its tidy tables (:func:`pipelines.tidy.tidy`); a form missing
+    there simply has no data yet.
+    """
+    frames = [
+        indicator_progress(
+            ind, forms.get(ind.form), as_of=as_of, year=year, villages=villages,
+            rosters=rosters, departments=plan.departments, town=town,
+        )
+        for ind in plan.indicators
+        if only is None or ind.id in only
+    ]  # fmt: skip
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+    for col in ("value", "target", "expected", "numerator", "denominator"):
+        table[col] = table[col].astype(float)
+    return Progress(as_of, table)

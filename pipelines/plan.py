@@ -1,0 +1,270 @@
+"""The plan as data: read and validate ``plan.toml``.
+
+Every target number and deadline lives in the TOML file; this module only checks that each
+indicator is complete and consistent, and turns month-days into dates of the plan year (a
+setting). Errors name the file, the indicator id and the key.
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import ConfigError
+
+PLAN_FILE = Path(__file__).with_name("plan.toml")
+MEASURES = ("count", "coverage", "sum", "rate", "reduction", "mean", "weekly")
+LEVELS = ("town", "village", "liaison_group", "department")
+PERIODS = ("year", "quarter", "month")
+ROSTERS = ("villages", "students", "residents", "welfare_posts", "dibao_households")
+
+_KEYS = {
+    "id", "domain", "label", "form", "repeat", "date_field", "measure", "where", "field",
+    "denominator", "baseline", "latest", "roster", "id_field", "roster_value", "min_count",
+    "unit", "target", "village_target", "start", "deadline", "pace", "period", "levels",
+    "department", "per", "per_values", "plan_ref", "denominator_where",
+}  # fmt: skip
+# keys each measure needs besides the common ones
+_NEEDS = {
+    "count": (),
+    "coverage": ("roster", "id_field", "unit"),
+    "sum": ("field",),
+    "rate": (),
+    "reduction": ("field", "baseline"),
+    "mean": ("field",),
+    "weekly": ("per", "per_values"),
+}
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """One measurable target of the plan. Dates are month-days ``MM-DD`` of the plan year."""
+
+    id: str
+    domain: str
+    label: str  # Chinese
+    form: str
+    measure: str
+    date_field: str
+    department: str
+    levels: tuple[str, ...]
+    target: float | None = None
+    start: str = "01-01"
+    deadline: str | None = "12-31"
+    pace: str = "linear"  # or "none": the target holds at any time (a quality rate)
+    period: str = "year"  # "quarter": the target applies afresh to each quarter
+    repeat: str | None = None
+    where: str | None = None
+    denominator_where: str | None = None
+    field: str | None = None
+    denominator: str | None = None
+    baseline: str | None = None
+    latest: str | None = None
+    roster: str | None = None
+    id_field: str | None = None
+    roster_value: str | None = None
+    min_count: int = 1
+    unit: str | None = None  # coverage: "rate" (share of the roster) or "count"
+    village_target: float | None = None
+    per: str | None = None
+    per_values: tuple[str, ...] = ()
+    plan_ref: int | None = None
+
+    def start_date(self, year: int) -> date:
+        return _day(year, self.start)
+
+    def deadline_date(self, year: int) -> date | None:
+        return _day(year, self.deadline) if self.deadline else None
+
+    @property
+    def fields_used(self) -> set[str]:
+        """Tidy-table columns this indicator reads (checked against the form)."""
+        names = {self.date_field}
+        names |= {n for n in (self.field, self.denominator, self.baseline) if n}
+        names |= {n for n in (self.latest, self.id_field, self.per) if n}
+        for expr in (self.where, self.denominator_where):
+            if expr:
+                names |= _query_names(expr)
+        return names
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    indicators: tuple[Indicator, ...]
+    departments: dict[str, str]  # id -> Chinese name
+    domains: dict[str, str]  # id -> Chinese name
+    path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def indicator(self, indicator_id: str) -> Indicator:
+        for ind in self.indicators:
+            if ind.id == indicator_id:
+                return ind
+        raise KeyError(f"the plan has no indicator {indicator_id!r}")
+
+    def forms(self) -> set[str]:
+        return {i.form for i in self.indicators}
+
+
+def _day(year: int, month_day: str) -> date:
+    month, day = (int(x) for x in month_day.split("-"))
+    return date(year, month, day)
+
+
+def _query_names(expr: str) -> set[str]:
+    # pandas query syntax: "@as_of" names a variable the indicator code provides
+    tree = ast.parse(expr.replace("@", "_at_"), mode="eval")
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    return {n for n in names if not n.startswith("_at_")} - {"True", "False", "None"}
+
+
+def _check_month_day(where: str, key: str, value: Any) -> str:
+    text = str(value)
+    try:
+        month, day = (int(x) for x in text.split("-"))
+        date(2024, month, day)  # a leap year, so 02-29 passes here
+        if len(text) != 5:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f'{where}: {key} = {value!r} is not a month-day like "06-30"') from None
+    return text
+
+
+def _indicator(raw: dict[str, Any], where: str, departments: dict[str, str], domains: dict[str, str]) -> Indicator:  # fmt: skip
+    unknown = set(raw) - _KEYS
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_KEYS))}"
+        )
+    for key in ("id", "domain", "label", "form", "measure", "date_field", "department", "levels"):
+        if raw.get(key) in (None, "", []):
+            raise ConfigError(f"{where}: missing '{key}'")
+    measure = raw["measure"]
+    if measure not in MEASURES:
+        raise ConfigError(
+            f"{where}: measure {measure!r} is unknown; use one of {', '.join(MEASURES)}"
+        )
+    for key in _NEEDS[measure]:
+        if raw.get(key) in (None, "", []):
+            raise ConfigError(f"{where}: measure '{measure}' needs '{key}'")
+    if raw["domain"] not in domains:
+        raise ConfigError(f"{where}: domain {raw['domain']!r} is not listed under [domains]")
+    if raw["department"] not in departments:
+        raise ConfigError(
+            f"{where}: department {raw['department']!r} is not listed under [departments]"
+        )
+    levels = raw["levels"]
+    if not isinstance(levels, list) or any(lv not in LEVELS for lv in levels):
+        raise ConfigError(f"{where}: levels {levels!r} must be a list of {', '.join(LEVELS)}")
+    for key in ("target", "village_target"):
+        value = raw.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+        ):
+            raise ConfigError(f"{where}: {key} = {value!r} must be a number ≥ 0")
+    target = raw.get("target")
+    if measure == "rate" and raw.get("field") and not raw.get("denominator"):
+        raise ConfigError(f"{where}: measure 'rate' with 'field' needs 'denominator'")
+    shares = measure in ("rate", "reduction", "weekly") or raw.get("unit") == "rate"
+    if target is not None and shares and target > 1:
+        raise ConfigError(
+            f"{where}: target = {target} is a share and must be between 0 and 1 (98% → 0.98)"
+        )
+    if raw.get("unit") not in (None, "rate", "count"):
+        raise ConfigError(f'{where}: unit {raw["unit"]!r} must be "rate" or "count"')
+    if raw.get("roster") is not None and raw["roster"] not in ROSTERS:
+        raise ConfigError(
+            f"{where}: roster {raw['roster']!r} is unknown; use one of {', '.join(ROSTERS)}"
+        )
+    if raw.get("pace", "linear") not in ("linear", "none"):
+        raise ConfigError(f'{where}: pace {raw["pace"]!r} must be "linear" or "none"')
+    period = raw.get("period", "year")
+    if period not in PERIODS:
+        raise ConfigError(f"{where}: period {period!r} must be one of {', '.join(PERIODS)}")
+    start = _check_month_day(where, "start", raw.get("start", "01-01"))
+    deadline = raw.get("deadline", "12-31")
+    deadline = _check_month_day(where, "deadline", deadline) if deadline else None
+    if deadline and deadline < start:
+        raise ConfigError(f"{where}: deadline {deadline} is before start {start}")
+    min_count = raw.get("min_count", 1)
+    if not isinstance(min_count, int) or min_count < 1:
+        raise ConfigError(f"{where}: min_count = {min_count!r} must be a whole number ≥ 1")
+    for key in ("where", "denominator_where"):
+        if raw.get(key):
+            try:
+                _query_names(raw[key])
+            except SyntaxError as e:
+                raise ConfigError(
+                    f"{where}: {key} = {raw[key]!r} is not a valid expression ({e.msg})"
+                ) from None
+    values = {k: v for k, v in raw.items() if k in _KEYS}
+    values.update(
+        levels=tuple(levels), start=start, deadline=deadline,
+        per_values=tuple(raw.get("per_values", ())),
+        target=float(target) if target is not None else None,
+        village_target=float(raw["village_target"]) if raw.get("village_target") is not None else None,
+    )  # fmt: skip
+    return Indicator(**values)
+
+
+def parse_plan(table: dict[str, Any], path: Path | None = None) -> Plan:
+    """Validate an already-parsed plan table (what ``tomllib`` gives)."""
+    name = str(path or "plan")
+    departments = table.get("departments") or {}
+    domains = table.get("domains") or {}
+    if not departments or not domains:
+        raise ConfigError(f"{name}: needs [departments] and [domains] tables")
+    raws = table.get("indicator")
+    if not isinstance(raws, list) or not raws:
+        raise ConfigError(f"{name}: lists no [[indicator]]")
+    seen: dict[str, int] = {}
+    indicators: list[Indicator] = []
+    for n, raw in enumerate(raws, start=1):
+        where = f"{name}, indicator #{n}" + (f" '{raw['id']}'" if raw.get("id") else "")
+        ind = _indicator(raw, where, departments, domains)
+        if ind.id in seen:
+            raise ConfigError(f"{where}: id '{ind.id}' repeats indicator #{seen[ind.id]}")
+        seen[ind.id] = n
+        indicators.append(ind)
+    extra = {k: v for k, v in table.items() if k not in ("departments", "domains", "indicator")}
+    return Plan(
+        name=str(table.get("plan_name", "")), indicators=tuple(indicators),
+        departments=dict(departments), domains=dict(domains), path=path, extra=extra,
+    )  # fmt: skip
+
+
+def load_plan(path: Path | str | None = None) -> Plan:
+    """Read and validate the plan file (default: ``pipelines/plan.toml``)."""
+    path = Path(path) if path is not None else PLAN_FILE
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"plan file {path} not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e}); fix the file") from None
+    return parse_plan(table, path)
+
+
+def check_against_forms(plan: Plan, columns: dict[str, Iterable[str]]) -> None:
+    """Check each indicator reads columns its form's tidy table has.
+
+    ``columns`` maps form_id (and ``form_id/repeat``) to the tidy table's columns. Forms not in
+    ``columns`` are skipped.
+    """
+    for ind in plan.indicators:
+        key = f"{ind.form}/{ind.repeat}" if ind.repeat else ind.form
+        if ind.form not in columns:
+            continue
+        have = set(columns[ind.form]) | set(columns.get(key, ()))
+        missing = sorted(ind.fields_used - have - {"as_of"})
+        if missing:
+            raise ConfigError(
+                f"{plan.path or 'plan'}, indicator '{ind.id}': form '{ind.form}' has no field(s) "
+                f"{', '.join(missing)}; fix the plan or the form"
+            )

@@ -1,0 +1,373 @@
+"""Canonical records + form schema -> typed, tidy pandas tables.
+
+One table per form (one row per submission) and one per repeat (one row per repeat entry,
+keyed to its submission by ``instance_id`` and its 1-based ``repeat_index``, as in XForm's
+``position()``). Columns are the XForm field *names* (``village``, not ``basic/village``); when
+two fields of one table share a name, both use their slash path instead.
+
+Types, decided by the schema and converted column by column (never cell by cell):
+
+- ``select_one``: categorical whose categories are the form's choice names (values seen that the
+  schema does not list are kept as extra categories, never dropped); :func:`display_frame`
+  swaps in the Chinese labels;
+- ``select_multiple``: the raw space-separated text, plus one nullable boolean column
+  ``<name>/<choice>`` per choice (NA where the question was not answered);
+- ``geopoint``: ``<name>_lon``, ``<name>_lat``, ``<name>_altitude``, ``<name>_accuracy``;
+- ``integer`` -> ``Int64``, ``decimal`` -> ``Float64``;
+- ``date`` -> ``datetime64`` calendar dates (local dates, no zone); ``dateTime`` (``start``,
+  ``end``) and the record's ``submitted_at``/``updated_at`` -> Asia/Shanghai aware timestamps;
+  ``time`` -> ``HH:MM:SS`` text in Asia/Shanghai;
+- everything else (text, calculate, image, geotrace …) stays text.
+
+Records of several form versions combine into one table: pass every version's schema and the
+columns are the union, with NA where a version lacked the field. Fields found in the data that
+no schema describes are kept as text columns, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pandas as pd
+
+from forms.schema import Field, FormSchema
+
+TZ = "Asia/Shanghai"
+RECORD_COLUMNS = ("instance_id", "form_version", "submitted_at", "updated_at", "review_state")
+_SKIP = {"instanceID"}  # the record's instance_id already holds it
+_GEO_PARTS = ("lat", "lon", "altitude", "accuracy")  # XForm order of a geopoint's text
+
+
+@dataclass(frozen=True)
+class TidyForm:
+    """The tidy tables of one form."""
+
+    form_id: str
+    schema: FormSchema  # the merged schema of every version given
+    table: pd.DataFrame  # one row per submission
+    repeats: dict[str, pd.DataFrame] = field(default_factory=dict)  # repeat path -> table
+
+    def repeat(self, path: str, parent_columns: Sequence[str] = ()) -> pd.DataFrame:
+        """A repeat's table with ``parent_columns`` of its submission joined on (e.g. village)."""
+        table = self.repeats[path]
+        if not parent_columns:
+            return table
+        parent = self.table[["instance_id", *parent_columns]]
+        return table.merge(parent, on="instance_id", how="left", validate="many_to_one")
+
+
+def merge_schemas(schemas: Sequence[FormSchema]) -> FormSchema:
+    """One schema holding the union of the fields of several versions of a form.
+
+    The newest version (highest ``yyyymmddrr``) wins for types and labels; choice lists are
+    merged so a choice dropped in a later version still has its label.
+    """
+    if not schemas:
+        raise ValueError("merge_schemas needs at least one schema")
+    ordered = sorted(schemas, key=lambda s: s.version)
+    newest = ordered[-1]
+    merged: dict[str, Field] = {}
+    for schema in ordered:
+        for f in schema.fields:
+            old = merged.get(f.path)
+            if old is not None and old.choices and f.choices is not None:
+                f = replace(f, choices={**old.choices, **f.choices})
+            merged[f.path] = f
+    repeats = tuple(dict.fromkeys(r for s in ordered for r in s.repeats))
+    return FormSchema(newest.form_id, newest.version, newest.title, tuple(merged.values()), repeats)
+
+
+def _get(rec: Any, key: str) -> Any:
+    return rec.get(key) if isinstance(rec, Mapping) else getattr(rec, key, None)
+
+
+def _column_names(fields: Sequence[Field]) -> dict[str, str]:
+    counts: dict[str, int] = {}
+    for f in fields:
+        counts[f.name] = counts.get(f.name, 0) + 1
+    return {f.path: f.name if counts[f.name] == 1 else f.path for f in fields}
+
+
+def _relative(path: str, base: str | None) -> list[str]:
+    rel = path[len(base) + 1 :] if base else path
+    return rel.split("/")
+
+
+def _walk_groups(node: Mapping[str, Any], prefix: str, repeats: set[str], out: dict[str, Any]) -> None:  # fmt: skip
+    # Flatten one level of data (a submission or a repeat entry) into {path: value},
+    # descending into groups but not into repeats (they get their own tables).
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _walk_groups(value, path + "/", repeats, out)
+        elif path in repeats or isinstance(value, list):
+            continue
+        else:
+            out[path] = value
+
+
+def _repeat_items(data: Mapping[str, Any], parts: list[str]) -> list[tuple[str, Mapping[str, Any]]]:
+    """Entries of a (possibly nested) repeat, each with its key, e.g. ``outer[1]/inner[2]``."""
+    found: list[tuple[str, Mapping[str, Any]]] = [("", data)]
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        nxt: list[tuple[str, Mapping[str, Any]]] = []
+        for key, node in found:
+            value = node.get(part) if isinstance(node, Mapping) else None
+            if isinstance(value, list):
+                for i, item in enumerate(value, start=1):
+                    if isinstance(item, Mapping):
+                        nxt.append(
+                            (f"{key}{part}[{i}]/" if not last else f"{key}{part}[{i}]", item)
+                        )
+            elif isinstance(value, Mapping) and not last:
+                nxt.append((key, value))
+            elif isinstance(value, Mapping):  # a repeat with a single entry, sent as an object
+                nxt.append((f"{key}{part}[1]", value))
+        found = nxt
+    return found
+
+
+def _extract(rows: list[Mapping[str, Any]], paths: list[str]) -> tuple[dict[str, list[Any]], dict[str, set[str]]]:  # fmt: skip
+    """Column lists for ``paths`` (relative slash paths), plus the keys seen in each group."""
+    split = [(p, p.split("/")) for p in paths]
+    groups = sorted({"/".join(parts[:i]) for _, parts in split for i in range(1, len(parts))})
+    group_parts = [(g, g.split("/")) for g in groups]
+    cols: dict[str, list[Any]] = {p: [] for p in paths}
+    seen: dict[str, set[str]] = {"": set(), **{g: set() for g in groups}}
+    for row in rows:
+        seen[""].update(row.keys())
+        for g, parts in group_parts:
+            node: Any = row
+            for part in parts:
+                node = node.get(part) if isinstance(node, Mapping) else None
+            if isinstance(node, Mapping):
+                seen[g].update(node.keys())
+        for p, parts in split:
+            node = row
+            for part in parts:
+                node = node.get(part) if isinstance(node, Mapping) else None
+                if node is None:
+                    break
+            cols[p].append(node)
+    return cols, seen
+
+
+def _unknown_paths(rows: list[Mapping[str, Any]], known: set[str], repeats: set[str], seen: dict[str, set[str]]) -> list[str]:  # fmt: skip
+    """Paths in the data that no schema describes (a field of another version, say)."""
+    children: dict[str, set[str]] = {}
+    for p in known | repeats:
+        parts = p.split("/")
+        for i in range(len(parts)):
+            children.setdefault("/".join(parts[:i]), set()).add(parts[i])
+    strangers = [(g, k) for g, keys in seen.items() for k in keys - children.get(g, set())]
+    if not strangers:
+        return []
+    extra: dict[str, None] = {}
+    for row in rows:
+        for g, k in strangers:
+            node: Any = row
+            for part in g.split("/") if g else ():
+                node = node.get(part) if isinstance(node, Mapping) else None
+            if not isinstance(node, Mapping) or k not in node:
+                continue
+            flat: dict[str, Any] = {}
+            prefix = f"{g}/" if g else ""
+            _walk_groups({k: node[k]}, prefix, repeats, flat)
+            for p in flat:
+                if p not in known:
+                    extra[p] = None
+    return list(extra)
+
+
+def _as_text(values: list[Any]) -> pd.Series:
+    s = pd.Series(values, dtype=object)
+    return s.where(s.isna(), s.astype(str))
+
+
+def _typed(name: str, f: Field | None, values: list[Any], out: dict[str, pd.Series]) -> None:
+    kind = f.type if f is not None else "text"
+    raw = pd.Series(values, dtype=object)
+    if kind == "select_one":
+        text = raw.where(raw.isna(), raw.astype(str)).replace("", None)
+        cat = pd.Categorical(text)
+        listed = list((f.choices or {}).keys())
+        extra = [c for c in cat.categories if c not in set(listed)]
+        out[name] = pd.Series(cat, copy=False).cat.set_categories(listed + extra)
+    elif kind == "select_multiple":
+        text = raw.where(raw.isna(), raw.astype(str))
+        out[name] = text
+        answered = text.notna()
+        padded = " " + text.fillna("") + " "
+        for choice in f.choices or {}:  # type: ignore[union-attr]
+            has = padded.str.contains(f" {choice} ", regex=False)
+            out[f"{name}/{choice}"] = has.astype("boolean").where(answered, pd.NA)
+    elif kind == "geopoint":
+        text = raw.where(raw.isna(), raw.astype(str)).replace("", None)
+        parts = text.str.split(" ", n=3, expand=True) if text.notna().any() else None
+        for i, part in enumerate(_GEO_PARTS):
+            if parts is not None and i in parts.columns:
+                col = pd.to_numeric(parts[i], errors="coerce").astype("Float64")
+            else:
+                col = pd.Series(pd.NA, index=raw.index, dtype="Float64")
+            out[f"{name}_{part}"] = col
+        # lon first, like GeoJSON and geopandas
+        for part in ("lon", "lat", "altitude", "accuracy"):
+            out[f"{name}_{part}"] = out.pop(f"{name}_{part}")
+    elif kind == "integer":
+        out[name] = pd.to_numeric(raw, errors="coerce").round().astype("Int64")
+    elif kind == "decimal":
+        out[name] = pd.to_numeric(raw, errors="coerce").astype("Float64")
+    elif kind in ("date", "today"):
+        text = raw.where(raw.isna(), raw.astype(str).str.slice(0, 10))
+        out[name] = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce").astype(
+            "datetime64[ns]"
+        )
+    elif kind in ("dateTime", "start", "end"):
+        out[name] = _local_time(raw)
+    elif kind == "time":
+        stamp = pd.to_datetime("2000-01-01T" + raw.astype(str), errors="coerce", utc=True)
+        local = stamp.dt.tz_convert(TZ).dt.strftime("%H:%M:%S")
+        out[name] = local.where(raw.notna(), None)
+    else:
+        out[name] = _as_text(values)
+
+
+def _local_time(raw: pd.Series) -> pd.Series:
+    """ISO-8601 text (any offset, or ``Z``) -> Asia/Shanghai aware timestamps."""
+    text = raw.where(raw.isna(), raw.astype(str))
+    stamp = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    return stamp.dt.tz_convert(TZ).astype(f"datetime64[ns, {TZ}]")
+
+
+def _frame(
+    rows: list[Mapping[str, Any]],
+    fields: list[Field],
+    prefix: str | None,
+    repeats: set[str],
+    index: dict[str, list[Any]],
+) -> pd.DataFrame:
+    rel = {f.path: "/".join(_relative(f.path, prefix)) for f in fields}
+    cols, seen = _extract(rows, list(rel.values()))
+    known = set(rel.values())
+    nested = {
+        "/".join(_relative(r, prefix)) for r in repeats if not prefix or r.startswith(prefix + "/")
+    }
+    extra = _unknown_paths(rows, known, nested, seen)
+    names = _column_names(fields)
+    out: dict[str, pd.Series] = {k: pd.Series(v, dtype=object) for k, v in index.items()}
+    for f in fields:
+        _typed(names[f.path], f, cols[rel[f.path]], out)
+    if extra:
+        more, _ = _extract(rows, extra)
+        for p in extra:
+            name = p.rsplit("/", 1)[-1]
+            _typed(name if name not in out else p, None, more[p], out)
+    n = len(rows)
+    frame = pd.DataFrame({k: v.reset_index(drop=True) for k, v in out.items()}, index=range(n))
+    return frame
+
+
+def tidy(
+    records: Iterable[Any],
+    schemas: FormSchema | Sequence[FormSchema],
+    *,
+    include_deleted: bool = False,
+) -> TidyForm:
+    """Turn canonical records of one form into typed tables.
+
+    ``records`` are :class:`pipelines.records.Record` objects or plain dicts with the same keys;
+    records of other forms are ignored. ``schemas`` is the form's schema, or the schemas of
+    every version the records were made with (their fields are unioned). Deleted records are
+    left out unless ``include_deleted``.
+    """
+    schema = merge_schemas([schemas] if isinstance(schemas, FormSchema) else list(schemas))
+    chosen = [
+        r
+        for r in records
+        if _get(r, "form_id") in (None, schema.form_id)
+        and (include_deleted or not _get(r, "deleted"))
+    ]
+    datas = [_get(r, "data") or {} for r in chosen]
+    repeats = set(schema.repeats)
+    fields = [f for f in schema.fields if f.repeat is None and f.name not in _SKIP]
+
+    index: dict[str, list[Any]] = {c: [_get(r, c) for r in chosen] for c in RECORD_COLUMNS}
+    table = _frame(datas, fields, None, repeats, {"instance_id": index["instance_id"]})
+    table.insert(1, "form_version", _as_text(index["form_version"]).array)
+    for i, c in enumerate(("submitted_at", "updated_at"), start=2):
+        table.insert(i, c, _local_time(pd.Series(index[c], dtype=object)).array)
+    table.insert(4, "review_state", _as_text(index["review_state"]).array)
+    if include_deleted:
+        table.insert(5, "deleted", pd.array([bool(_get(r, "deleted")) for r in chosen], "boolean"))
+    for c in ("review_state",):
+        table[c] = table[c].astype("category")
+
+    tables: dict[str, pd.DataFrame] = {}
+    for rep in schema.repeats:
+        rows: list[Mapping[str, Any]] = []
+        ids: list[Any] = []
+        keys: list[str] = []
+        positions: list[int] = []
+        parts = rep.split("/")
+        for iid, data in zip(index["instance_id"], datas, strict=True):
+            for key, item in _repeat_items(data, parts):
+                rows.append(item)
+                ids.append(iid)
+                keys.append(key)
+                positions.append(int(key.rsplit("[", 1)[1].rstrip("]")))
+        rep_fields = [f for f in schema.fields if f.repeat == rep]
+        index_cols: dict[str, list[Any]] = {"instance_id": ids, "repeat_index": positions}
+        if any(r != rep and rep.startswith(r + "/") for r in schema.repeats):
+            index_cols["repeat_key"] = keys  # nested repeat: which outer entry it sits in
+        frame = _frame(rows, rep_fields, rep, repeats, index_cols)
+        frame["repeat_index"] = frame["repeat_index"].astype("int64")
+        tables[rep] = frame
+    return TidyForm(schema.form_id, schema, table, tables)
+
+
+def display_frame(frame: pd.DataFrame, schema: FormSchema, lang: str = "zh") -> pd.DataFrame:
+    """A copy for people: choice codes shown as labels and headers as field labels.
+
+    Categorical columns are relabelled through their categories, so this stays fast on
+    millions of rows. Columns the schema does not label keep their names.
+    """
+    out = frame.copy()
+    by_name: dict[str, Field] = {}
+    for f in schema.fields:
+        by_name.setdefault(f.name, f)
+        by_name[f.path] = f
+    headers: dict[str, str] = {}
+    for col in out.columns:
+        base, _, choice = col.partition("/")
+        f = by_name.get(col) or by_name.get(base)
+        if f is None:
+            continue
+        label = f.label.get(lang) or f.label.get("default") or f.name
+        if choice and f.type == "select_multiple" and f.choices and choice in f.choices:
+            clabel = f.choices[choice].get(lang) or choice
+            headers[col] = f"{label}/{clabel}"
+            continue
+        headers[col] = label
+        if f.type == "select_one" and isinstance(out[col].dtype, pd.CategoricalDtype):
+            cats = out[col].cat.categories
+            labels = [(f.choices or {}).get(c, {}).get(lang) or c for c in cats]
+            if len(set(labels)) == len(labels):
+                out[col] = out[col].cat.rename_categories(labels)
+        elif f.type == "select_multiple" and f.choices:
+            mapping = {c: v.get(lang) or c for c, v in f.choices.items()}
+            out[col] = out[col].map(
+                lambda v, m=mapping: (
+                    v if not isinstance(v, str) else "、".join(m.get(x, x) for x in v.split())
+                )
+            )
+    # A duplicated header (two fields with one label) keeps the name for the second.
+    final: dict[str, str] = {}
+    used: set[str] = set()
+    for col in out.columns:
+        h = headers.get(col, col)
+        final[col] = h if h not in used else col
+        used.add(final[col])
+    return out.rename(columns=final)

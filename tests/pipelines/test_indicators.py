@@ -1,0 +1,196 @@
+"""Indicator values, pace and status against hand-computed fixtures."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from forms.build import build_forms
+from forms.schema import load_schema
+from geo.villages import Village, load_villages
+from pipelines.indicators import DONE, LAGGING, ON_TRACK, OVERDUE, compute_progress
+from pipelines.plan import load_plan
+from pipelines.rosters import Rosters, validate_roster
+from pipelines.tidy import TidyForm, tidy
+from tests.helpers import REPO, VILLAGES
+
+FORMS = ["home_visit", "road_progress", "culture_event", "police_monthly", "publicity_item"]
+VS: list[Village] = load_villages()[:3]  # two villages in group 1, ...
+V1, V2, V3 = (v.code for v in VS)
+PLAN = load_plan()
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("build")
+    build_forms(REPO / "forms", out, VILLAGES, only=FORMS, validate=False)
+    return out
+
+
+def rosters() -> Rosters:
+    codes = [v.code for v in load_villages()]
+    st = pd.DataFrame(
+        [(f"stu{i}", f"示例学生{i}", "s01", "示例小学", V1, "c1", "一班", v)
+         for i, v in enumerate([V1, V1, V2, V2], start=1)],
+        columns=["name", "label", "school", "school_label", "school_village", "class",
+                 "class_label", "village"],
+    )  # fmt: skip
+    empty = {k: pd.DataFrame(columns=c) for k, c in {
+        "residents": ["name", "label", "village", "age", "over65", "hypertension", "diabetes"],
+        "welfare_posts": ["name", "label", "village", "post_type"],
+        "dibao_households": ["name", "label", "village", "members"],
+        "dibao_members": ["name", "household", "village", "relation"]}.items()}  # fmt: skip
+    frames = {"students": st, **empty}
+    return Rosters(**{k: validate_roster(v, k, codes) for k, v in frames.items()})
+
+
+def form(build: Path, form_id: str, rows: list[dict]) -> TidyForm:
+    recs = [
+        {"form_id": form_id, "instance_id": f"uuid:{n}", "form_version": "1",
+         "submitted_at": f"2023-01-01T00:00:{n:02d}Z", "data": d}
+        for n, d in enumerate(rows)
+    ]  # fmt: skip
+    return tidy(recs, load_schema(build, form_id))
+
+
+def progress(forms: dict[str, TidyForm], as_of: date, ids: list[str]) -> pd.DataFrame:
+    p = compute_progress(
+        PLAN, forms, as_of=as_of, year=2023, villages=VS, rosters=rosters(), only=ids
+    )
+    return p.table.set_index(["indicator_id", "level", "key"])
+
+
+def visits(build: Path) -> TidyForm:
+    def v(student: str, day: str) -> dict:
+        return {"subject": {"student": student}, "visit": {"visit_date": day, "mode": "home"}}
+
+    # stu1 twice, stu2 once; stu3, stu4 (village 2) never; one visit dated after the as-of dates
+    return form(build, "home_visit", [v("stu1", "2023-03-01"), v("stu1", "2023-06-01"),
+                                      v("stu2", "2023-07-31"), v("stu3", "2023-12-01")])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("as_of", "value", "expected", "status"),
+    [
+        (date(2023, 7, 30), 0.25, 211 / 212, LAGGING),  # stu2's visit of 07-31 is not yet in
+        (date(2023, 7, 31), 0.50, 1.0, LAGGING),  # on the deadline: still in time
+        (date(2023, 8, 1), 0.50, 1.0, OVERDUE),  # the day after
+    ],
+)
+def test_home_visit_deadline_edges(build: Path, as_of: date, value: float, expected: float, status: str) -> None:  # fmt: skip
+    t = progress({"home_visit": visits(build)}, as_of, ["home_visit_once"])
+    town = t.loc[("home_visit_once", "town", "龙阳镇")]
+    assert (town["value"], town["target"], town["status"]) == (pytest.approx(value), 1.0, status)
+    assert town["expected"] == pytest.approx(expected)
+    assert (town["numerator"], town["denominator"]) == (value * 4, 4)
+
+
+def test_per_village_group_and_a_village_with_no_data(build: Path) -> None:
+    t = progress(
+        {"home_visit": visits(build)}, date(2023, 8, 1), ["home_visit_once", "home_visit_twice"]
+    )
+    assert t.loc[("home_visit_once", "village", V1), "value"] == 1.0
+    assert t.loc[("home_visit_once", "village", V1), "status"] == DONE
+    assert t.loc[("home_visit_once", "village", V2), "value"] == 0.0
+    assert t.loc[("home_visit_once", "village", V2), "status"] == OVERDUE
+    # village 3 has no students: no rate, and nothing to chase
+    assert pd.isna(t.loc[("home_visit_once", "village", V3), "value"])
+    # ≥ 2 visits: only stu1; deadline 12-31 so on 08-01 expected = 213/365
+    twice = t.loc[("home_visit_twice", "town", "龙阳镇")]
+    assert (twice["value"], twice["expected"]) == (0.25, pytest.approx(213 / 365))
+    assert twice["status"] == LAGGING
+    group1 = t.loc[("home_visit_once", "liaison_group", 1)]
+    assert (group1["numerator"], group1["denominator"]) == (2, 4)
+
+
+def test_road_km_latest_report_per_segment_and_pace(build: Path) -> None:
+    def r(seg: str, day: str, km: float) -> dict:
+        return {"project": {"segment": seg, "report_date": day}, "progress": {"km_done": km}}
+
+    roads = form(build, "road_progress", [
+        r("longling_dongshatu", "2023-03-10", 0.4), r("longling_dongshatu", "2023-04-20", 0.9),
+        r("longyang_yanzhuang", "2023-04-01", 0.8), r("wolong_scenic", "2023-04-02", 1.0),
+        r("fuqian_east", "2023-06-30", 0.5),
+    ])  # fmt: skip
+    t = progress({"road_progress": roads}, date(2023, 3, 31), ["road_km_phase1"])
+    first = t.loc[("road_km_phase1", "town", "龙阳镇")]
+    assert first["value"] == pytest.approx(0.4)
+    assert first["expected"] == pytest.approx(2.2 * 90 / 181)
+    t = progress({"road_progress": roads}, date(2023, 6, 30), ["road_km_phase1", "road_km_total"])
+    assert t.loc[("road_km_phase1", "town", "龙阳镇"), "value"] == pytest.approx(2.2)
+    assert t.loc[("road_km_phase1", "town", "龙阳镇"), "status"] == DONE
+    assert t.loc[("road_km_total", "town", "龙阳镇"), "value"] == pytest.approx(3.2)
+    assert t.loc[("road_km_total", "department", "construction"), "key_label"] == "镇建设办"
+
+
+def test_empty_month_and_no_form_at_all(build: Path) -> None:
+    # nothing submitted yet: counts are 0, before the start date nobody is behind
+    t = progress({}, date(2023, 3, 15), ["opera_shows", "road_km_phase1"])
+    shows = t.loc[("opera_shows", "town", "龙阳镇")]
+    assert (shows["value"], shows["target"], shows["expected"], shows["status"]) == (
+        0,
+        56,
+        0,
+        ON_TRACK,
+    )
+    assert t.loc[("opera_shows", "village", V3), "target"] == 1
+    assert t.loc[("road_km_phase1", "town", "龙阳镇"), "status"] == LAGGING
+
+
+def test_shows_counted_per_village_with_one_each_as_target(build: Path) -> None:
+    def e(village: str, kind: str, day: str) -> dict:
+        return {"event": {"village": village, "event_type": kind, "event_date": day, "title": "x"}}
+
+    events = form(build, "culture_event", [e(V1, "show", "2023-05-01"), e(V1, "film", "2023-05-02"),
+                                           e(V2, "show", "2023-05-03")])  # fmt: skip
+    t = progress({"culture_event": events}, date(2023, 5, 31), ["opera_shows", "film_screenings"])
+    assert t.loc[("opera_shows", "town", "龙阳镇"), "value"] == 2
+    assert t.loc[("opera_shows", "village", V1), "status"] == DONE
+    assert t.loc[("opera_shows", "village", V3), "value"] == 0
+    assert t.loc[("film_screenings", "village", V1), "value"] == 1
+    assert pd.isna(t.loc[("film_screenings", "village", V1), "status"])  # no per-village target
+
+
+def test_police_rates_use_the_latest_figures_of_each_month(build: Path) -> None:
+    def m(month: str, reported: int, solved: int, po: int, po_ly: int) -> dict:
+        return {"small_cases": {"month": month, "small_reported": reported, "small_solved": solved},
+                "public_criminal": {"public_order_cases": po, "public_order_cases_ly": po_ly,
+                                    "criminal_cases": 1, "criminal_cases_ly": 1},
+                "preventable": {"preventable_cases": 0, "preventable_cases_ly": 0}}  # fmt: skip
+
+    police = form(build, "police_monthly", [m("2023-01-01", 10, 5, 7, 10), m("2023-02-01", 10, 9, 6, 10),
+                                            m("2023-01-01", 10, 9, 7, 10)])  # January corrected  # fmt: skip
+    t = progress(
+        {"police_monthly": police},
+        date(2023, 3, 1),
+        ["small_case_clearance", "public_order_cases_down", "criminal_cases_down"],
+    )
+    assert t.loc[("small_case_clearance", "town", "龙阳镇"), "value"] == pytest.approx(18 / 20)
+    assert t.loc[("small_case_clearance", "town", "龙阳镇"), "status"] == DONE
+    assert t.loc[("public_order_cases_down", "town", "龙阳镇"), "value"] == pytest.approx(
+        1 - 13 / 20
+    )
+    assert t.loc[("criminal_cases_down", "town", "龙阳镇"), "status"] == LAGGING
+
+
+def test_publicity_counts_whole_weeks_per_department(build: Path) -> None:
+    def p(dept: str, day: str) -> dict:
+        return {
+            "item": {
+                "department": dept,
+                "publish_date": day,
+                "title": "x",
+                "channel": "wechat_account",
+            }
+        }
+
+    # 2023-01-02 is a Monday; as of Sunday 01-15 two whole weeks have passed
+    items = form(build, "publicity_item", [p("police", "2023-01-03"), p("police", "2023-01-09"),
+                                           p("health_center", "2023-01-04"), p("police", "2023-01-16")])  # fmt: skip
+    t = progress({"publicity_item": items}, date(2023, 1, 15), ["publicity_weekly"])
+    assert t.loc[("publicity_weekly", "department", "police"), "value"] == 1.0
+    assert t.loc[("publicity_weekly", "department", "health_center"), "value"] == 0.5
+    assert t.loc[("publicity_weekly", "town", "龙阳镇"), "value"] == pytest.approx(3 / 16)

@@ -1,0 +1,78 @@
+"""The plan file: every target as data, validated with messages naming indicator and key."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date
+
+import pytest
+
+from pipelines.errors import ConfigError
+from pipelines.plan import PLAN_FILE, load_plan, parse_plan
+
+
+def _table() -> dict:
+    return tomllib.loads(PLAN_FILE.read_text(encoding="utf-8"))
+
+
+def test_plan_holds_every_number_of_the_seed() -> None:
+    plan = load_plan()
+    t = {i.id: i for i in plan.indicators}
+    assert t["home_visit_once"].deadline_date(2023) == date(2023, 7, 31)
+    assert t["home_visit_twice"].min_count == 2
+    assert t["health_checkup_rate"].target == 0.98
+    assert (t["opera_shows"].target, t["opera_shows"].village_target) == (56, 1)
+    assert t["film_screenings"].target == 400
+    assert (t["welfare_post_reviews"].target, t["welfare_post_reviews"].deadline) == (640, "09-30")
+    assert t["dibao_households_verified"].target == 858
+    assert (t["dibao_people_verified"].target, t["dibao_people_verified"].deadline) == (
+        1518,
+        "10-31",
+    )
+    assert (t["road_km_phase1"].target, t["road_km_phase1"].deadline) == (2.2, "06-30")
+    assert (t["road_km_total"].target, t["road_km_total"].deadline) == (8, "11-30")
+    assert t["small_case_clearance"].target == 0.9
+    assert t["criminal_cases_down"].target == 0.3
+    assert t["squares_upgraded"].target == 3
+    assert t["sanitation_sweep_coverage"].period == "quarter"
+    # the year is a setting: the same plan gives next year's dates
+    assert t["road_km_phase1"].deadline_date(2024) == date(2024, 6, 30)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("measure", "median", "'road_km_phase1': measure 'median' is unknown"),
+        ("deadline", "06-31", "'road_km_phase1': deadline = '06-31' is not a month-day"),
+        ("target", -1, "'road_km_phase1': target = -1 must be a number"),
+        ("department", "nobody", "'road_km_phase1': department 'nobody' is not listed"),
+        ("levels", ["town", "county"], "'road_km_phase1': levels"),
+        ("colour", "red", "'road_km_phase1': unknown key(s) colour"),
+        ("where", "segment ==", "'road_km_phase1': where = 'segment ==' is not a valid"),
+    ],
+)
+def test_bad_plan_names_indicator_and_key(key: str, value: object, message: str) -> None:
+    table = _table()
+    ind = next(i for i in table["indicator"] if i["id"] == "road_km_phase1")
+    ind[key] = value
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_plan(table)
+
+
+def test_share_target_above_one_and_duplicate_ids_are_refused() -> None:
+    table = _table()
+    table["indicator"][0]["target"] = 98
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        parse_plan(table)
+    table = _table()
+    table["indicator"].append(dict(table["indicator"][0]))
+    with pytest.raises(ConfigError, match="id 'sanitation_sweep_coverage' repeats indicator #1"):
+        parse_plan(table)
+
+
+def test_missing_measure_key_is_named() -> None:
+    table = _table()
+    ind = next(i for i in table["indicator"] if i["id"] == "home_visit_once")
+    del ind["roster"]
+    with pytest.raises(ConfigError, match="'home_visit_once': measure 'coverage' needs 'roster'"):
+        parse_plan(table)
