@@ -60,6 +60,9 @@ class Settings:
     source: str = "demo"
     basemap: str = "none"
     gps_accuracy_m: float = 50.0
+    rosters_dir: Path | None = None  # real rosters; None means <data_dir>/rosters
+    central_page_size: int = 5000  # OData $top: each page costs Central ~0.2 s, so page big
+    kobo_page_size: int = 1000  # kpi caps `limit` at 1000
     central_url: str | None = None
     central_user: str | None = None
     central_password: Secret | None = field(default=None, repr=False)
@@ -84,6 +87,10 @@ class Settings:
             raise ConfigError(
                 f"plan_year {self.plan_year} is not a plausible year ({self._origin('plan_year')})"
             )
+        if not 1 <= self.central_page_size <= 100_000:
+            raise ConfigError(f"central_page_size {self.central_page_size} must be 1–100000")
+        if not 1 <= self.kobo_page_size <= 1000:
+            raise ConfigError(f"kobo_page_size {self.kobo_page_size} must be 1–1000 (kpi caps limit at 1000)")
         if self.gps_accuracy_m <= 0:
             raise ConfigError(f"gps_accuracy_m must be positive, got {self.gps_accuracy_m}")
 
@@ -98,9 +105,13 @@ class Settings:
     def store_path(self) -> Path:
         return self.data_dir / "manyi.sqlite"
 
+    @property
+    def roster_path(self) -> Path:
+        return self.rosters_dir if self.rosters_dir is not None else self.data_dir / "rosters"
+
 
 _SECRETS = {"central_password", "kobo_token", "tianditu_key"}
-_PATHS = {"villages", "boundaries", "forms_dir", "build_dir", "data_dir", "outputs_dir"}
+_PATHS = {"villages", "boundaries", "rosters_dir", "forms_dir", "build_dir", "data_dir", "outputs_dir"}
 _TOML_FORBIDDEN = _SECRETS  # secrets never live in a committed file
 
 
@@ -115,7 +126,7 @@ def _coerce(name: str, value: Any, base: Path | None, origin: str) -> Any:
         if name in _PATHS:
             p = Path(str(value)).expanduser()
             return p if p.is_absolute() or base is None else base / p
-        if kind == "int" or name in ("plan_year", "central_project"):
+        if kind == "int" or name in ("plan_year", "central_project", "central_page_size", "kobo_page_size"):
             return int(value)
         if name == "gps_accuracy_m":
             return float(value)

@@ -46,7 +46,7 @@ class KoboSource:
             raise ConfigError("KoboToolbox needs MANYI_KOBO_URL and MANYI_KOBO_TOKEN")
         self.base = settings.kobo_url.rstrip("/")
         self.policy = policy or RetryPolicy()
-        self.page_size = min(page_size or getattr(settings, "kobo_page_size", MAX_LIMIT), MAX_LIMIT)
+        self.page_size = min(page_size or settings.kobo_page_size, MAX_LIMIT)
         self._token = settings.kobo_token.get()
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Token {self._token}"
