@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ def load_villages(path: Path | str = REGISTER) -> list[Village]:
         ) from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text; save the register as UTF-8 CSV") from None
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise DataError(
@@ -55,6 +56,10 @@ def load_villages(path: Path | str = REGISTER) -> list[Village]:
         seen[code] = row_no
         if not name:
             problems.append(f"row {row_no}: village {code} has no name")
+        if not (row["pinyin"] or "").strip():
+            problems.append(
+                f"row {row_no}: village {code} has no pinyin (the forms' English label)"
+            )
         try:
             group = int(row["liaison_group"])
             if not 1 <= group <= 9:

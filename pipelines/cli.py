@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from typer.exceptions import TyperException
 
 from pipelines.config import Settings, load_settings
@@ -77,7 +78,7 @@ def forms_build(
             on_form=lambda f: status.update(f"building {f}…"),
         )  # fmt: skip
     for w in report.warnings:
-        err.print(f"[yellow]warning:[/] {w}", markup=True, highlight=False)
+        err.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
     for b in report.built:
         out.print(
             f"built {b.form_id} {b.version} {b.title} ({b.questions} questions)", highlight=False
@@ -98,7 +99,7 @@ def forms_list(ctx: typer.Context) -> None:
     s = _settings(ctx)
     table = Table("form_id", "version", "title (zh)", "questions")
     for f in list_forms(s.forms_dir):
-        table.add_row(f.form_id, f.version, f.title, str(f.questions))
+        table.add_row(*(Text(x) for x in (f.form_id, f.version, f.title, str(f.questions))))
     out.print(table)
 
 
@@ -117,9 +118,20 @@ def forms_sync_villages(ctx: typer.Context) -> None:
 @app.command("maps")
 def maps(
     ctx: typer.Context,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Output folder (default outputs/).")] = None,
-    basemap: Annotated[str | None, typer.Option("--basemap", help="none, tianditu, amap or osm. Env: MANYI_BASEMAP.")] = None,
-    boundaries: Annotated[Path | None, typer.Option("--boundaries", help="Village boundaries (GeoPackage, Shapefile, GeoJSON). Env: MANYI_BOUNDARIES.")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default outputs/).")
+    ] = None,
+    basemap: Annotated[
+        str | None,
+        typer.Option("--basemap", help="none, tianditu, amap or osm. Env: MANYI_BASEMAP."),
+    ] = None,
+    boundaries: Annotated[
+        Path | None,
+        typer.Option(
+            "--boundaries",
+            help="Village boundaries (GeoPackage, Shapefile, GeoJSON). Env: MANYI_BOUNDARIES.",
+        ),
+    ] = None,
 ) -> None:
     """Draw the overview map and one map per domain, offline, with an index page."""
     from geo.maps import draw_maps
@@ -128,7 +140,7 @@ def maps(
     with err.status("drawing maps…"):
         result = draw_maps(s, s.outputs_dir)
     for w in result.warnings:
-        err.print(f"[yellow]warning:[/] {w}", markup=True, highlight=False)
+        err.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
     out.print(f"{len(result.maps)} map(s) written; open {result.index}", highlight=False)
 
 
@@ -140,11 +152,17 @@ def main(argv: list[str] | None = None) -> int:
             for p in e.problems:
                 err.print(f"error: {p}", highlight=False, markup=False)
         err.print(
-            f"manyi: {e if not isinstance(e, FormError) else e.args[0].split(':')[0]}",
+            f"manyi: {e.summary if isinstance(e, FormError) else e}", highlight=False, markup=False
+        )
+        return e.exit_code
+    except OSError as e:  # disk full, permission denied, a folder where a file should be
+        where = f" ({e.filename})" if e.filename else ""
+        err.print(
+            f"manyi: {e.strerror or e}{where}; check the path and its permissions",
             highlight=False,
             markup=False,
         )
-        return e.exit_code
+        return 1
     except KeyboardInterrupt:
         err.print("manyi: interrupted")
         return 130

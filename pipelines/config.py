@@ -6,6 +6,7 @@ Secrets are held in :class:`Secret` so they never show in ``repr``, logs or trac
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -71,6 +72,7 @@ class Settings:
     kobo_token: Secret | None = field(default=None, repr=False)
     tianditu_key: Secret | None = field(default=None, repr=False)
     config_file: Path | None = None
+    origins: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -88,18 +90,20 @@ class Settings:
                 f"plan_year {self.plan_year} is not a plausible year ({self._origin('plan_year')})"
             )
         if not 1 <= self.central_page_size <= 100_000:
-            raise ConfigError(f"central_page_size {self.central_page_size} must be 1–100000")
+            raise ConfigError(
+                f"central_page_size {self.central_page_size} must be 1–100000 ({self._origin('central_page_size')})"
+            )
         if not 1 <= self.kobo_page_size <= 1000:
-            raise ConfigError(f"kobo_page_size {self.kobo_page_size} must be 1–1000 (kpi caps limit at 1000)")
-        if self.gps_accuracy_m <= 0:
-            raise ConfigError(f"gps_accuracy_m must be positive, got {self.gps_accuracy_m}")
+            raise ConfigError(
+                f"kobo_page_size {self.kobo_page_size} must be 1–1000, kpi caps limit at 1000 ({self._origin('kobo_page_size')})"
+            )
+        if not (math.isfinite(self.gps_accuracy_m) and self.gps_accuracy_m > 0):
+            raise ConfigError(
+                f"gps_accuracy_m must be a positive number of metres, got {self.gps_accuracy_m} ({self._origin('gps_accuracy_m')})"
+            )
 
     def _origin(self, name: str) -> str:
-        env = f"MANYI_{name.upper()}"
-        where = f"option --{name.replace('_', '-')}, {env}"
-        if self.config_file:
-            where += f" or {self.config_file}"
-        return "set by " + where
+        return self.origins.get(name, "the built-in default")
 
     @property
     def store_path(self) -> Path:
@@ -111,7 +115,15 @@ class Settings:
 
 
 _SECRETS = {"central_password", "kobo_token", "tianditu_key"}
-_PATHS = {"villages", "boundaries", "rosters_dir", "forms_dir", "build_dir", "data_dir", "outputs_dir"}
+_PATHS = {
+    "villages",
+    "boundaries",
+    "rosters_dir",
+    "forms_dir",
+    "build_dir",
+    "data_dir",
+    "outputs_dir",
+}
 _TOML_FORBIDDEN = _SECRETS  # secrets never live in a committed file
 
 
@@ -126,7 +138,12 @@ def _coerce(name: str, value: Any, base: Path | None, origin: str) -> Any:
         if name in _PATHS:
             p = Path(str(value)).expanduser()
             return p if p.is_absolute() or base is None else base / p
-        if kind == "int" or name in ("plan_year", "central_project", "central_page_size", "kobo_page_size"):
+        if kind == "int" or name in (
+            "plan_year",
+            "central_project",
+            "central_page_size",
+            "kobo_page_size",
+        ):
             return int(value)
         if name == "gps_accuracy_m":
             return float(value)
@@ -154,7 +171,8 @@ def load_settings(
     env = os.environ if env is None else env
     path = find_config_file(config_file, env)
     values: dict[str, Any] = {}
-    known = {f.name for f in fields(Settings)} - {"config_file"}
+    origins: dict[str, str] = {}
+    known = {f.name for f in fields(Settings)} - {"config_file", "origins"}
 
     if path.exists():
         try:
@@ -172,6 +190,7 @@ def load_settings(
                     f"{path}: unknown setting '{key}'; known settings: {', '.join(sorted(known))}"
                 )
             values[key] = _coerce(key, value, path.parent, f"in {path}")
+            origins[key] = f"set in {path}"
     elif config_file is not None or env.get("MANYI_CONFIG"):
         raise ConfigError(f"config file {path} does not exist; check --config / MANYI_CONFIG")
 
@@ -179,11 +198,13 @@ def load_settings(
         raw = env.get(f"MANYI_{key.upper()}")
         if raw not in (None, ""):
             values[key] = _coerce(key, raw, None, f"from MANYI_{key.upper()}")
+            origins[key] = f"set by MANYI_{key.upper()}"
 
     for key, value in (options or {}).items():
         if key not in known:
             raise ConfigError(f"unknown option '{key}'")
         if value is not None:
             values[key] = _coerce(key, value, None, f"option --{key.replace('_', '-')}")
+            origins[key] = f"set by option --{key.replace('_', '-')}"
 
-    return Settings(**values, config_file=path if path.exists() else None)
+    return Settings(**values, config_file=path if path.exists() else None, origins=origins)

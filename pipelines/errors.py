@@ -61,5 +61,7 @@ class FormError(ManyiError):
     def __init__(self, problems: list[Problem]):
         self.problems = list(problems)
         files = sorted({p.file for p in self.problems})
-        head = f"{len(self.problems)} problem(s) in {len(files)} form(s)"
-        super().__init__(head + ": " + " | ".join(str(p) for p in self.problems))
+        self.summary = (
+            f"{len(self.problems)} problem(s) in {len(files)} form(s): {', '.join(files)}"
+        )
+        super().__init__(self.summary + " | " + " | ".join(str(p) for p in self.problems))

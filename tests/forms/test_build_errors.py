@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -129,6 +128,14 @@ def test_changed_form_with_same_version_is_refused(forms_dir: Path, tmp_path: Pa
     # going back to the old version number with other content is still refused
     write_md_form(form_md(GOOD.replace("户数", "户"), "f"), forms_dir / "f.xlsx")
     assert not build_forms(forms_dir, out, VILLAGES).ok
+    # a fresh output folder does not get around the rule: it lives beside the forms
+    write_md_form(
+        form_md(changed.replace("户", "家"), "f", version="2026112902"), forms_dir / "f.xlsx"
+    )
+    [problem] = build_forms(forms_dir, tmp_path / "fresh", VILLAGES).problems
+    assert "2026112902" in problem.message
+    lock = json.loads((forms_dir / "versions.lock.json").read_text(encoding="utf-8"))
+    assert sorted(lock["f"]) == ["2026112901", "2026112902"]
 
 
 @pytest.mark.parametrize(
@@ -179,22 +186,19 @@ def test_missing_java_skips_only_validate(forms_dir: Path, tmp_path: Path, monke
     assert (tmp_path / "out" / "f.xml").exists()
 
 
-def test_cli_reports_cell_and_exits_non_zero(forms_dir: Path, tmp_path: Path, capsys) -> None:
+def test_cli_reports_cell_and_exits_non_zero(
+    forms_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     body, choices, _ = BROKEN["missing_zh_label"]
     write_md_form(form_md(body, "broken", choices), forms_dir / "broken.xlsx")
-    env = {"MANYI_FORMS_DIR": str(forms_dir)}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        code = main(["forms", "build", "--out", str(tmp_path / "out")])
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    monkeypatch.setenv("MANYI_FORMS_DIR", str(forms_dir))
+    code = main(["forms", "build", "--out", str(tmp_path / "out")])
     captured = capsys.readouterr()
     assert code != 0
     assert (
         "broken.xlsx, sheet 'survey', row 3, column 'label::Chinese (zh)' (cell C3)" in captured.err
     )
+    assert captured.err.strip().splitlines()[-1] == "manyi: 1 problem(s) in 1 form(s): broken.xlsx"
     assert "Traceback" not in captured.err + captured.out
 
 
@@ -237,3 +241,174 @@ def test_roster_form_builds_with_its_attachment(forms_dir: Path, tmp_path: Path)
     assert report.ok, report.problems
     assert report.built[0].attachments == ("people.csv",)
     assert (tmp_path / "out" / "people.csv").exists()
+
+
+def _good(forms_dir: Path, form_id: str = "good") -> None:
+    write_md_form(form_md(GOOD, form_id), forms_dir / f"{form_id}.xlsx")
+
+
+def test_corrupt_xlsx_does_not_stop_the_other_forms(forms_dir: Path, tmp_path: Path) -> None:
+    (forms_dir / "aaa_broken.xlsx").write_bytes(b"this is not a spreadsheet")
+    _good(forms_dir)
+    report = build_forms(forms_dir, tmp_path / "out", VILLAGES)
+    assert [b.form_id for b in report.built] == ["good"]
+    [problem] = report.problems
+    assert (
+        problem.file == "aaa_broken.xlsx" and "save it again from Excel or WPS" in problem.message
+    )
+
+
+def test_numbers_typed_into_cells_are_read_as_pyxform_reads_them(
+    forms_dir: Path, tmp_path: Path
+) -> None:
+    from openpyxl import load_workbook
+
+    _good(forms_dir, "f")
+    wb = load_workbook(forms_dir / "f.xlsx")
+    wb["settings"]["C2"] = 2026112901.0  # Excel stores a typed version as a number
+    wb.save(forms_dir / "f.xlsx")
+    report = build_forms(forms_dir, tmp_path / "out", VILLAGES)
+    assert report.ok, report.problems
+    assert report.built[0].version == "2026112901"
+
+
+def test_number_in_a_header_cell_is_a_problem_not_a_traceback(
+    forms_dir: Path, tmp_path: Path
+) -> None:
+    from openpyxl import load_workbook
+
+    _good(forms_dir, "f")
+    wb = load_workbook(forms_dir / "f.xlsx")
+    wb["survey"]["G1"] = 7
+    wb["survey"]["G2"] = "x"
+    wb.save(forms_dir / "f.xlsx")
+    report = build_forms(forms_dir, tmp_path / "out", VILLAGES)
+    assert not report.built and report.problems
+    assert all(p.file == "f.xlsx" for p in report.problems)
+
+
+def test_sheet_name_with_spaces_is_named(forms_dir: Path, tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    _good(forms_dir, "f")
+    wb = load_workbook(forms_dir / "f.xlsx")
+    wb["settings"].title = "settings "
+    wb.save(forms_dir / "f.xlsx")
+    problems = build_forms(forms_dir, tmp_path / "out", VILLAGES).problems
+    assert any(
+        "'settings '" in p.message and "rename it to 'settings'" in p.message for p in problems
+    )
+
+
+def test_names_differing_only_in_case_are_refused(forms_dir: Path, tmp_path: Path) -> None:
+    body = GOOD + "\n| | text | Households | 备注 | Note | |"
+    write_md_form(form_md(body, "f"), forms_dir / "f.xlsx")
+    problems = build_forms(forms_dir, tmp_path / "out", VILLAGES).problems
+    assert any(p.row == 4 and p.column == "name" and "only in case" in p.message for p in problems)
+
+
+def test_title_row_above_the_header_is_one_clear_problem(forms_dir: Path, tmp_path: Path) -> None:
+    md = form_md(GOOD, "f").replace("| survey |\n", "| survey |\n| | 龙阳镇表单 | | | | |\n", 1)
+    write_md_form(md, forms_dir / "f.xlsx")
+    problems = build_forms(forms_dir, tmp_path / "out", VILLAGES).problems
+    assert problems[0].row == 1 and "title row" in problems[0].message
+    assert len(problems) <= 2  # ours, and at most pyxform's own
+
+
+def test_removed_form_leaves_the_manifest(forms_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _good(forms_dir, "a")
+    _good(forms_dir, "b")
+    assert build_forms(forms_dir, out, VILLAGES).ok
+    (forms_dir / "b.xlsx").unlink()
+    assert build_forms(forms_dir, out, VILLAGES).ok
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert [f["form_id"] for f in manifest["forms"]] == ["a"]
+    assert not (out / "b.xml").exists()
+    # building one form by name keeps the others
+    assert build_forms(forms_dir, out, VILLAGES, only=["a"]).ok
+
+
+def test_empty_or_missing_forms_folder(tmp_path: Path) -> None:
+    from pipelines.errors import FormError
+
+    (tmp_path / "empty").mkdir()
+    for folder, words in (
+        (tmp_path / "empty", "no .xlsx forms"),
+        (tmp_path / "nope", "does not exist"),
+    ):
+        with pytest.raises(FormError, match=words):
+            build_forms(folder, tmp_path / "out", VILLAGES)
+
+
+def test_out_pointing_at_a_file_is_one_line(
+    forms_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    _good(forms_dir)
+    (tmp_path / "afile").write_text("x", encoding="utf-8")
+    monkeypatch.setenv("MANYI_FORMS_DIR", str(forms_dir))
+    assert main(["forms", "build", "--out", str(tmp_path / "afile")]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "is a file, not a folder" in line
+
+
+def test_gbk_roster_is_named_with_the_fix(forms_dir: Path, tmp_path: Path) -> None:
+    _roster_form(forms_dir, "village=${village}", None)
+    (forms_dir / "rosters").mkdir()
+    (forms_dir / "rosters" / "people.csv").write_bytes(
+        "name,label,village\np1,示例,370481115200\n".encode("gbk")
+    )
+    [problem] = build_forms(forms_dir, tmp_path / "out", VILLAGES).problems
+    assert "not UTF-8" in problem.message and "CSV UTF-8" in problem.message
+
+
+def test_roster_bom_is_removed_from_the_attachment(forms_dir: Path, tmp_path: Path) -> None:
+    _roster_form(
+        forms_dir, "village=${village}", "\ufeffname,label,village\np1,示例人员1,370481115200\n"
+    )
+    assert build_forms(forms_dir, tmp_path / "out", VILLAGES).ok
+    assert (tmp_path / "out" / "people.csv").read_bytes().startswith(b"name,label")
+
+
+def test_instance_lookup_columns_are_checked(forms_dir: Path, tmp_path: Path) -> None:
+    _roster_form(forms_dir, "village=${village}", "name,label,village\np1,示例人员1,370481115200\n")
+    from openpyxl import load_workbook
+
+    wb = load_workbook(forms_dir / "r.xlsx")
+    ws = wb["survey"]
+    ws.append(["calculate", "size", None, None, None, None])
+    ws.cell(row=ws.max_row, column=7, value="instance('people')/root/item[name=${person}]/members")
+    ws.cell(row=1, column=7, value="calculation")
+    wb.save(forms_dir / "r.xlsx")
+    [problem] = build_forms(forms_dir, tmp_path / "out", VILLAGES).problems
+    assert (problem.column, problem.row) == ("calculation", ws.max_row)
+    assert "column 'members' is not in people.csv" in problem.message
+
+
+def test_validate_that_does_not_finish_is_a_problem(
+    forms_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # a real `java` on PATH that dies of a signal, as an out-of-memory JVM would
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "java").write_text("#!/bin/sh\nkill -9 $$\n", encoding="utf-8")
+    (bin_dir / "java").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    _good(forms_dir, "f")
+    report = build_forms(forms_dir, tmp_path / "out", VILLAGES)
+    assert not report.built
+    [problem] = report.problems
+    assert "ODK Validate did not finish" in problem.message
+
+
+def test_sync_villages_through_the_cli_creates_a_missing_choices_sheet(
+    forms_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    md = form_md(GOOD, "f")
+    md = md[: md.index("| choices |")] + md[md.index("| settings |") :]
+    write_md_form(md, forms_dir / "f.xlsx")
+    assert not build_forms(forms_dir, tmp_path / "out", VILLAGES).ok
+    monkeypatch.setenv("MANYI_FORMS_DIR", str(forms_dir))
+    assert main(["forms", "sync-villages"]) == 0
+    assert "1 form(s) updated" in capsys.readouterr().out
+    assert build_forms(forms_dir, tmp_path / "out", VILLAGES).ok

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,9 @@ def test_data_dir_from_option_and_env_are_separate(tmp_path: Path) -> None:
     cfg = toml(tmp_path, "")
     a = load_settings({"data_dir": tmp_path / "a"}, env={}, config_file=cfg)
     b = load_settings({}, env={"MANYI_DATA_DIR": str(tmp_path / "b")}, config_file=cfg)
-    assert a.store_path != b.store_path
-    assert a.store_path.parent == tmp_path / "a"
+    assert a.store_path == tmp_path / "a" / "manyi.sqlite"
+    assert b.store_path == tmp_path / "b" / "manyi.sqlite"
+    assert a.roster_path == tmp_path / "a" / "rosters"
 
 
 def test_secrets_never_print(tmp_path: Path) -> None:
@@ -54,8 +56,10 @@ def test_secret_in_committed_file_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "env", "words"),
     [
-        ('source = "ftp"\n', {}, "source 'ftp' is unknown"),
-        ("", {"MANYI_BASEMAP": "google"}, "basemap 'google' is unknown"),
+        ('source = "ftp"\n', {}, "source 'ftp' is unknown (set in "),
+        ("", {"MANYI_BASEMAP": "google"}, "basemap 'google' is unknown (set by MANYI_BASEMAP)"),
+        ("", {"MANYI_GPS_ACCURACY_M": "nan"}, "gps_accuracy_m must be a positive number"),
+        ("kobo_page_size = 5000\n", {}, "kobo_page_size 5000 must be 1–1000"),
         ("plan_year = 23\n", {}, "plan_year 23"),
         ("", {"MANYI_PLAN_YEAR": "next"}, "MANYI_PLAN_YEAR"),
         ("colour = 1\n", {}, "unknown setting 'colour'"),
@@ -63,7 +67,7 @@ def test_secret_in_committed_file_is_refused(tmp_path: Path) -> None:
     ],
 )
 def test_bad_settings_say_where(tmp_path: Path, text: str, env: dict, words: str) -> None:
-    with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(words)):
         load_settings({}, env=env, config_file=toml(tmp_path, text))
 
 
