@@ -115,6 +115,79 @@ def forms_sync_villages(ctx: typer.Context) -> None:
     out.print(f"{len(changed)} form(s) updated from {s.villages}", highlight=False)
 
 
+@app.command("pull")
+def pull(
+    ctx: typer.Context,
+    source: Annotated[
+        str | None, typer.Option("--source", help="central, kobo or files. Env: MANYI_SOURCE.")
+    ] = None,
+    form: Annotated[
+        list[str] | None, typer.Option("--form", help="Pull only this form id (repeatable).")
+    ] = None,
+    path: Annotated[
+        Path | None,
+        typer.Option(
+            "--path", help="For --source files: an export .zip/.xlsx or a Collect instances folder."
+        ),
+    ] = None,
+) -> None:
+    """Pull new, edited and deleted submissions (and their photos) into the local store."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipelines.sync import pull as run_pull
+
+    s = _settings(ctx, source=source)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as bars:
+        tasks: dict[str, int] = {}
+
+        def show(p) -> None:
+            if p.form_id not in tasks:
+                tasks[p.form_id] = bars.add_task(p.form_id, total=None, stats="")
+            stats = f"{p.pages} page(s), {p.rows} row(s), {p.attachments} attachment(s)"
+            bars.update(
+                tasks[p.form_id],
+                stats=stats,
+                total=1 if p.done else None,
+                completed=1 if p.done else 0,
+            )
+
+        report = run_pull(s, s.source, form, path, show)
+    table = Table(
+        "form",
+        "new",
+        "updated",
+        "deleted",
+        "quarantined",
+        "attachments",
+        "seconds",
+        title=f"manyi pull ({report.source})",
+    )
+    for f in report.forms:
+        cells = (
+            f.form_id,
+            f.new,
+            f.updated,
+            f.deleted,
+            f.quarantined,
+            f.attachments,
+            f"{f.seconds:.1f}",
+        )
+        table.add_row(*(Text(str(c)) for c in cells), style="red" if f.error else None)
+    table.add_row(*(Text(str(c)) for c in ("total", report.new, report.updated, report.deleted,
+                                            report.quarantined, report.attachments, f"{report.seconds:.1f}")), style="bold")  # fmt: skip
+    out.print(table)
+    for e in report.errors:
+        err.print(f"error: {e}", markup=False, highlight=False)
+    if report.errors:
+        raise typer.Exit(1)
+
+
 @app.command("maps")
 def maps(
     ctx: typer.Context,
@@ -146,7 +219,7 @@ def maps(
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except ManyiError as e:
         if isinstance(e, FormError):
             for p in e.problems:
@@ -175,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         if show:
             show()
         return getattr(e, "exit_code", 2)
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":
