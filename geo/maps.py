@@ -271,7 +271,7 @@ def _text(x) -> str:
 def _overdue(values: pd.Series, today: date) -> np.ndarray:
     """True where the rectify-by date has passed (unparseable or missing dates: not overdue)."""
     stamps = pd.to_datetime(values.astype("string"), errors="coerce", format="mixed")
-    return (stamps.dt.date < today).fillna(False).to_numpy(dtype=bool)
+    return (stamps < pd.Timestamp(today)).to_numpy(dtype=bool)  # NaT compares False
 
 
 # --- building one map ------------------------------------------------------------------------

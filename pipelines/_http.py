@@ -4,6 +4,7 @@ resets and timeouts, within a bounded total time. Error text never carries crede
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import random
 import re
@@ -13,12 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+import urllib3
 
 from pipelines.errors import SourceError
 
 log = logging.getLogger("manyi.http")
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_SAFE_RETRY = frozenset({429, 503})  # the server says it did not act on the request
 _NETWORK_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
@@ -77,7 +80,9 @@ def error_detail(response: requests.Response) -> str:
             return f"{body['message']}{code}"
         if "detail" in body:
             return str(body["detail"])
-    return str(body)[:200]
+        if "error" in body:  # kpi's form errors: {"error": "<pyxform/Enketo message>"}
+            return str(body["error"])
+    return json.dumps(body, ensure_ascii=False)[:200]
 
 
 def request(
@@ -88,10 +93,15 @@ def request(
     secrets: tuple[str, ...] = (),
     what: str = "server",
     ok: tuple[int, ...] = (),
+    idempotent: bool = True,
     **kwargs: Any,
 ) -> requests.Response:
     """Send with retries. Returns any response that is neither retryable nor an error
-    (``ok`` lists extra statuses the caller handles itself, e.g. 404 for a missing file)."""
+    (``ok`` lists extra statuses the caller handles itself, e.g. 404 for a missing file).
+
+    A request that is not ``idempotent`` (a POST that creates something) is retried only
+    when the server cannot have acted on it: the connection was never made, or the answer
+    was 429 or 503. A lost answer to a 500 might mean it was done once already."""
     started = time.monotonic()
     attempt = 0
     while True:
@@ -102,10 +112,19 @@ def request(
             response = send(method, url, timeout=policy.timeout, **kwargs)
         except _NETWORK_ERRORS as e:
             problem = f"{type(e).__name__}"
+            if not idempotent and not _never_sent(e):
+                raise SourceError(
+                    scrub(
+                        f"{what} did not answer {method} {url} ({problem}); it may or may not "
+                        "have been done: check the server, then run again",
+                        secrets,
+                    )
+                ) from None
         else:
             if response.status_code < 400 or response.status_code in ok:
                 return response
-            if response.status_code not in RETRY_STATUS:
+            retryable = RETRY_STATUS if idempotent else _SAFE_RETRY
+            if response.status_code not in retryable:
                 raise SourceError(
                     scrub(
                         f"{what} refused {method} {url}: HTTP {response.status_code} "
@@ -134,6 +153,14 @@ def request(
             "%s: %s on attempt %d, retrying in %.1f s", scrub(url, secrets), problem, attempt, wait
         )
         time.sleep(wait)
+
+
+def _never_sent(error: Exception) -> bool:
+    """True when the request cannot have reached the server (no connection was made)."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _advice(status: int) -> str:

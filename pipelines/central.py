@@ -7,35 +7,50 @@
   reviews are caught; deletions come from a second query on ``__system/deletedAt`` (Central
   leaves deleted submissions out of the feed unless the filter names ``deletedAt``).
 * The cursor holds the resume link, so a killed pull continues where its last page committed.
+  The next page is fetched on a thread while the current one is stored.
 * Geopoints arrive as GeoJSON ([lon, lat, alt]) and are turned back into ``lat lon alt acc``.
+* Attachments: the form's file fields (``fields?odata=true``) name each submission's files,
+  and ``__system/attachmentsPresent``/``Expected`` say whether there is anything to fetch, so
+  files are downloaded by name without listing every submission's attachments.
+* Publish: a draft (new form or new version) with its attachments, published with the form's
+  version; skipped when version, XForm hash and attachment md5s match what Central has.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import requests
+from pyodk._endpoints.form_draft_attachments import FormDraftAttachmentService
+from pyodk._endpoints.form_drafts import FormDraftService
 from pyodk._utils import config as pyodk_config
 from pyodk._utils.session import Session
 from pyodk.client import Client
 from pyodk.errors import PyODKError
 
-from pipelines._http import RetryPolicy, request, scrub
+from pipelines._http import RetryPolicy, error_detail, request, scrub
 from pipelines.errors import ConfigError, SourceError
 from pipelines.records import (
     AttachmentRef,
     Page,
+    PublishReport,
     Quarantined,
     Record,
+    built_forms,
     geojson_to_xform,
     utc_text,
 )
+
+log = logging.getLogger("manyi.central")
 
 NAME = "central"
 
@@ -104,7 +119,8 @@ class CentralSource:
         # Our own session: no token cache file on disk, and our retry policy instead of
         # pyodk's adapter (which retries only over https and hides Retry-After from us).
         session = Session(self.cfg.base_url, "v1", self.cfg.username, self.cfg.password, None)
-        adapter = requests.adapters.HTTPAdapter(max_retries=0, pool_maxsize=4)
+        # one connection per attachment worker, plus the page prefetch and the main thread
+        adapter = requests.adapters.HTTPAdapter(max_retries=0, pool_maxsize=self.fetch_workers + 2)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         self.client = Client(
@@ -172,54 +188,95 @@ class CentralSource:
         )
 
     # ---- pulling ---------------------------------------------------------------------
+    fetch_workers = 4  # attachment downloads in flight beside the page feed
+
+    def form_ids(self) -> list[str]:
+        """Every published form of the project (what ``manyi pull`` pulls with no --form)."""
+        path = self.session.urlformat("projects/{pid}/forms", pid=self.cfg.project_id)
+        return [f["xmlFormId"] for f in self._get(path).json() if f.get("publishedAt")]
+
     def known_versions(self, form_id: str) -> set[str]:
         resp = self._get(self._form_path(form_id) + "/versions")
         return {v["version"] for v in resp.json()}
+
+    def binary_paths(self, form_id: str) -> list[tuple[str, ...]]:
+        """Paths of the form's file fields (``/piles/photo`` → ("piles", "photo")).
+
+        With them a record names its own attachments, so files are fetched by name without
+        listing each submission's attachments first.
+        """
+        resp = self._get(self._form_path(form_id) + "/fields?odata=true", ok=(404, 501))
+        if resp.status_code != 200:
+            return []
+        return [
+            tuple(f["path"].strip("/").split("/"))
+            for f in resp.json()
+            if isinstance(f, dict) and f.get("binary") and f.get("path")
+        ]
 
     def pages(
         self, form_id: str, cursor: dict[str, Any] | None, known: Any = None
     ) -> Iterator[Page]:
         state = dict(cursor or {})
         versions = self.known_versions(form_id)
+        files = _Files(self.binary_paths(form_id), self._submissions_path(form_id))
         hwm, deleted_hwm = state.get("hwm"), state.get("deleted_hwm")
         pending = state.get("pending") or hwm
         phase, url = state.get("phase", "data"), state.get("next")
-        while phase in ("data", "deleted"):
-            resuming = url is not None
-            if url is None:
-                url = self._first_url(form_id, phase, hwm, deleted_hwm)
-            body = self._page(url, resuming)
-            if body is None:  # the resume link went stale: start the phase again
-                url = None
-                continue
-            rows = body.get("value")
-            if not isinstance(rows, list):
-                raise SourceError(f"ODK Central sent a page without 'value' for {url}")
-            page = Page(rows=len(rows))
-            for row in rows:
-                item = _to_record(form_id, row, versions, deleted=(phase == "deleted"))
-                if isinstance(item, Quarantined):
-                    page.quarantined.append(item)
-                    continue
-                page.records.append(item)
-                if phase == "data":
-                    pending = _latest(pending, item.submitted_at, item.updated_at)
+        # The next page is fetched on a thread while this one is turned into records and
+        # stored: the server works on page k+1 while we work on page k.
+        ahead = ThreadPoolExecutor(1, "manyi-page")
+        prefetched: tuple[str, Future[dict[str, Any] | None]] | None = None
+        try:
+            while phase in ("data", "deleted"):
+                resuming = url is not None
+                if url is None:
+                    url = self._first_url(form_id, phase, hwm, deleted_hwm)
+                if prefetched and prefetched[0] == url:
+                    body = prefetched[1].result()
                 else:
-                    stamp = (row.get("__system") or {}).get("deletedAt")
-                    deleted_hwm = _latest(deleted_hwm, utc_text(stamp))
-            url = body.get("@odata.nextLink")
-            if url is None and phase == "data":
-                phase = "deleted"
-            elif url is None:
-                phase, hwm, pending = "done", pending, None
-            page.cursor = {
-                "hwm": hwm,
-                "pending": pending,
-                "deleted_hwm": deleted_hwm,
-                "phase": "data" if phase == "done" else phase,
-                "next": url,
-            }
-            yield page
+                    body = self._page(url, resuming)
+                prefetched = None
+                if body is None:  # the resume link went stale: start the phase again
+                    url = None
+                    continue
+                rows = body.get("value")
+                if not isinstance(rows, list):
+                    raise SourceError(f"ODK Central sent a page without 'value' for {url}")
+                url = body.get("@odata.nextLink")
+                if url is not None:
+                    prefetched = (url, ahead.submit(self._page, url, True))
+                page = Page(rows=len(rows))
+                for row in rows:
+                    item = _to_record(form_id, row, versions, files, deleted=(phase == "deleted"))
+                    if isinstance(item, Quarantined):
+                        page.quarantined.append(item)
+                        continue
+                    page.records.append(item)
+                    if phase == "data":
+                        pending = _latest(pending, item.submitted_at, item.updated_at)
+                    else:
+                        stamp = (row.get("__system") or {}).get("deletedAt")
+                        deleted_hwm = _latest(deleted_hwm, utc_text(stamp))
+                if url is None and phase == "data":
+                    phase = "deleted"
+                elif url is None:
+                    phase, hwm, pending = "done", pending, None
+                page.cursor = {
+                    "hwm": hwm,
+                    "pending": pending,
+                    "deleted_hwm": deleted_hwm,
+                    "phase": "data" if phase == "done" else phase,
+                    "next": url,
+                }
+                yield page
+        finally:
+            if prefetched:
+                prefetched[1].cancel()
+            ahead.shutdown(wait=True, cancel_futures=True)
+
+    def _submissions_path(self, form_id: str) -> str:
+        return self.session.urljoin(self._form_path(form_id) + "/submissions/")
 
     def _first_url(self, form_id: str, phase: str, hwm: str | None, deleted_hwm: str | None) -> str:
         params = [("$top", str(self.page_size))]
@@ -269,76 +326,124 @@ class CentralSource:
         ]
 
     def fetch_attachment(self, record: Record, ref: AttachmentRef) -> Iterator[bytes] | None:
-        resp = self._get(ref.url or "", ok=(404,), stream=True)
-        if resp.status_code == 404:
-            resp.close()
-            return None
-        return resp.iter_content(1 << 16)
+        # Not streamed: the body is read inside the retried call, so a link that drops
+        # half-way through a photo is retried instead of failing the pull.
+        resp = self._get(ref.url or "", ok=(404,))
+        return None if resp.status_code == 404 else iter([resp.content])
 
     # ---- publishing ------------------------------------------------------------------
     def publish(self, build_dir: Path, form_ids: Iterable[str] | None = None) -> PublishReport:
+        """Create or update every built form (see :func:`publish`)."""
         report = PublishReport()
-        for entry in _manifest(build_dir, form_ids):
+        for entry in built_forms(build_dir, form_ids):
             self._publish_one(Path(build_dir), entry, report)
         return report
 
     def _publish_one(self, build_dir: Path, entry: dict[str, Any], report: PublishReport) -> None:
-        form_id, version = entry["form_id"], entry["version"]
-        xml = (build_dir / entry["xform"]).read_bytes()
+        form_id, version, md5 = entry["form_id"], entry["version"], entry["md5"]
+        xml = (build_dir / entry["xform"]).read_text(encoding="utf-8")
         files = [build_dir / a for a in entry.get("attachments", ())]
         resp = self._get(self._form_path(form_id), ok=(404,))
-        self._login()
-        try:
-            if resp.status_code == 404:
-                self.client.forms.create(
-                    definition=xml.decode("utf-8"), attachments=files, form_id=form_id
+        current = resp.json() if resp.status_code == 200 else None
+        published = bool(current and current.get("publishedAt"))
+        if published and current and current.get("version") == version:
+            if current.get("hash") != md5:
+                raise SourceError(
+                    f"{form_id}: version {version} is already on ODK Central with different "
+                    "content; raise the form's version in its settings sheet, build and "
+                    "publish again"
                 )
-                report.created.append(form_id)
-                return
-            current = resp.json()
-            if current.get("version") == version and current.get("hash") == entry["md5"]:
+            changed = self._changed_attachments(form_id, files)
+            if not changed:
                 report.skipped.append(form_id)
                 return
-            if current.get("version") == version:
-                raise SourceError(
-                    f"{form_id}: version {version} is already on Central with different "
-                    "content; raise the form's version in its settings sheet and build again"
-                )
-            self.client.forms.update(
-                form_id, definition=xml.decode("utf-8"), attachments=files or None
+            # Central keeps each published version's files fixed.
+            raise SourceError(
+                f"{form_id}: {', '.join(changed)} changed but the form version {version} did "
+                "not; raise the version in the form's settings sheet, build and publish again"
             )
-            report.updated.append(form_id)
+        drafts = FormDraftService(self.session, self.cfg.project_id, form_id)
+        uploads = FormDraftAttachmentService(self.session, self.cfg.project_id, form_id)
+        self._login()
+        step = "create the form"
+        try:
+            if current is None:
+                # A new form starts as a draft too, so its files go up before it is live.
+                self.session.response_or_error(
+                    "POST",
+                    self.session.urlformat("projects/{pid}/forms", pid=self.cfg.project_id),
+                    log,
+                    params={"ignoreWarnings": "true", "publish": "false"},
+                    headers={"Content-Type": "application/xml"},
+                    data=xml.encode("utf-8"),
+                )
+            else:
+                step = "create a draft"
+                drafts.create(definition=xml, form_id=form_id)
+            for path in files:
+                step = f"upload {path.name}"
+                uploads.upload(file_path=path, form_id=form_id)
+            step = f"publish version {version}"
+            drafts.publish(form_id=form_id, version=version)
         except PyODKError as e:
             raise SourceError(
-                scrub(f"ODK Central refused to publish {form_id}: {e}", self._secrets)
+                scrub(
+                    f"ODK Central refused to publish {form_id} ({step}): {_pyodk_problem(e)}; "
+                    "fix the form, build and publish again (forms before it were published)",
+                    self._secrets,
+                )
             ) from None
+        except requests.RequestException as e:
+            raise SourceError(
+                f"ODK Central at {self.cfg.base_url} did not answer while publishing {form_id} "
+                f"({step}: {type(e).__name__}); check the network and publish again"
+            ) from None
+        (report.updated if published else report.created).append(form_id)
+
+    def _changed_attachments(self, form_id: str, files: list[Path]) -> list[str]:
+        """Names of the built files whose content differs from the published form's."""
+        changed = []
+        for path in files:
+            digest = hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324 - Central's ETag
+            url = self.session.urlformat(
+                "projects/{pid}/forms/{fid}/attachments/{name}",
+                pid=self.cfg.project_id,
+                fid=form_id,
+                name=path.name,
+            )
+            # Central answers 304 when the ETag (the file's md5) still matches.
+            resp = self._get(url, ok=(404,), headers={"If-None-Match": f'"{digest}"'})
+            if resp.status_code == 304:
+                continue
+            if resp.status_code == 200 and resp.headers.get("ETag", "").strip('W/"') == digest:
+                continue
+            changed.append(path.name)
+        return changed
 
 
-@dataclass
-class PublishReport:
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+def publish(
+    settings: Any,
+    form_ids: Iterable[str] | None = None,
+    build_dir: Path | None = None,
+    *,
+    policy: RetryPolicy | None = None,
+) -> PublishReport:
+    """``manyi forms publish --to central``: create or update every built form.
+
+    A new form, or a new version, goes up as a draft with its attachments (roster CSVs) and
+    is then published with the form's own version. A form whose version, XForm hash and
+    files match what Central has is skipped.
+    """
+    with CentralSource(settings, policy=policy) as source:
+        return source.publish(Path(build_dir or settings.build_dir), form_ids)
 
 
-def publish(settings: Any, form_ids: Iterable[str] | None = None) -> PublishReport:
-    """``manyi forms publish --to central``: create or update every built form."""
-    with CentralSource(settings) as source:
-        return source.publish(Path(settings.build_dir), form_ids)
-
-
-def _manifest(build_dir: Path, form_ids: Iterable[str] | None) -> list[dict[str, Any]]:
-    path = Path(build_dir) / "manifest.json"
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist; run `manyi forms build` first")
-    entries = json.loads(path.read_text(encoding="utf-8"))["forms"]
-    if form_ids:
-        wanted = set(form_ids)
-        unknown = wanted - {e["form_id"] for e in entries}
-        if unknown:
-            raise ConfigError(f"{path}: no built form {', '.join(sorted(unknown))}; build it first")
-        entries = [e for e in entries if e["form_id"] in wanted]
-    return entries
+def _pyodk_problem(error: PyODKError) -> str:
+    """Central's ``{message, code}`` from a pyodk error, else its HTTP status."""
+    resp = error.args[1] if len(error.args) > 1 else None
+    if isinstance(resp, requests.Response):
+        return f"HTTP {resp.status_code} {error_detail(resp)}"
+    return str(error.args[0]) if error.args else type(error).__name__
 
 
 def _login_response(session: Session, **kw: Any) -> requests.Response:
@@ -360,38 +465,77 @@ def _pyodk_status(error: PyODKError) -> str:
     return "no token"
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        if "coordinates" in value and "type" in value:
-            return geojson_to_xform(value)
-        return {
-            k: _clean(v) for k, v in value.items() if not k.startswith("__") and "@odata" not in k
-        }
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
+class _Files:
+    """Where a form keeps file names, and the URL prefix to fetch them by name."""
+
+    def __init__(self, paths: list[tuple[str, ...]], prefix: str):
+        self.paths, self.prefix = paths, prefix
+
+    def refs(self, iid: str, data: dict[str, Any], present: int) -> tuple[AttachmentRef, ...]:
+        names = list(dict.fromkeys(n for p in self.paths for n in _values_at(data, p)))
+        base = f"{self.prefix}{quote(iid, safe=_SAFE)}/attachments/"
+        return tuple(
+            AttachmentRef(n, url=base + quote(n, safe=_SAFE), exists=present > 0) for n in names
+        )
+
+
+_SAFE = "*'()"  # what Central (and pyodk's URL formatter) leave unescaped
+
+
+def _values_at(node: Any, parts: tuple[str, ...]) -> Iterator[str]:
+    if type(node) is list:
+        for item in node:
+            yield from _values_at(item, parts)
+    elif not parts:
+        if isinstance(node, str) and node:
+            yield node
+    elif type(node) is dict:
+        yield from _values_at(node.get(parts[0]), parts[1:])
+
+
+def _clean(value: dict[str, Any]) -> dict[str, Any]:
+    """Strip Central's own keys (``__id``, ``__system``, navigation links) from an OData
+    entity, in place, and turn GeoJSON back into XForm text. In place and terse because it
+    runs on every field of every row: it is most of a pull's own work."""
+    for key in [k for k in value if k[:2] == "__" or "@odata" in k]:
+        del value[key]
+    for key, item in value.items():
+        kind = type(item)
+        if kind is dict:
+            if "coordinates" in item:
+                value[key] = geojson_to_xform(item)
+            else:
+                _clean(item)
+        elif kind is list:
+            for row in item:
+                if type(row) is dict:
+                    _clean(row)
     return value
 
 
+def _raw(row: Any) -> str:
+    return json.dumps(row, ensure_ascii=False)[:20000]
+
+
 def _to_record(
-    form_id: str, row: Any, versions: set[str], deleted: bool = False
+    form_id: str, row: Any, versions: set[str], files: _Files | None = None, deleted: bool = False
 ) -> Record | Quarantined:
-    raw = json.dumps(row, ensure_ascii=False)[:20000]
-    if not isinstance(row, dict):
-        return Quarantined(NAME, form_id, "row is not a JSON object", raw)
+    if type(row) is not dict:
+        return Quarantined(NAME, form_id, "row is not a JSON object", _raw(row))
     iid = row.get("__id")
     system = row.get("__system")
     if not isinstance(iid, str) or not iid:
-        return Quarantined(NAME, form_id, "row has no __id (instance id)", raw)
-    if not isinstance(system, dict):
-        return Quarantined(NAME, form_id, "row has no __system block", raw, iid)
-    meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
-    if not deleted and not meta.get("instanceID"):
+        return Quarantined(NAME, form_id, "row has no __id (instance id)", _raw(row))
+    if type(system) is not dict:
+        return Quarantined(NAME, form_id, "row has no __system block", _raw(row), iid)
+    meta = row.get("meta")
+    if not deleted and not (type(meta) is dict and meta.get("instanceID")):
         return Quarantined(
             NAME,
             form_id,
             f"no meta/instanceID in the submission (Central made up the id {iid}); "
             "the XML sent was probably truncated",
-            raw,
+            _raw(row),
             iid,
         )
     version = system.get("formVersion")
@@ -400,15 +544,26 @@ def _to_record(
             NAME,
             form_id,
             f"unknown form version {version!r} (published: {', '.join(sorted(versions))})",
-            raw,
+            _raw(row),
             iid,
         )
     try:
-        data = _clean(row)
         submitted = utc_text(system.get("submissionDate"))
         updated = utc_text(system.get("updatedAt"))
+        expected = int(system.get("attachmentsExpected") or 0)
+        present = int(system.get("attachmentsPresent") or 0)
+    except (ValueError, TypeError) as e:
+        return Quarantined(NAME, form_id, f"unreadable value: {e}", _raw(row), iid)
+    try:
+        data = _clean(row)  # in place: the row is ours, and copying it costs a third
     except (ValueError, TypeError, KeyError) as e:
-        return Quarantined(NAME, form_id, f"unreadable value: {e}", raw, iid)
+        row.update(__id=iid, __system=system)  # keep what the server sent, for the record
+        return Quarantined(NAME, form_id, f"unreadable value: {e}", _raw(row), iid)
+    refs: tuple[AttachmentRef, ...] = ()
+    if expected and files and files.paths:
+        refs = files.refs(iid, data, present)
+        if len(refs) != expected:
+            refs = ()  # a field this version lacks: list the submission's files instead
     return Record(
         form_id=form_id,
         instance_id=iid,
@@ -418,6 +573,7 @@ def _to_record(
         review_state=system.get("reviewState"),
         data=data,
         deleted=deleted or bool(system.get("deletedAt")),
-        attachments_expected=int(system.get("attachmentsExpected") or 0),
+        attachments_expected=expected,
+        attachments=refs,
         source_version=updated or submitted,
     )

@@ -6,8 +6,10 @@ A :class:`~pipelines.errors.ManyiError` becomes one line on stderr and a non-zer
 from __future__ import annotations
 
 import sys
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -16,7 +18,9 @@ from rich.text import Text
 from typer.exceptions import TyperException
 
 from pipelines.config import Settings, load_settings
-from pipelines.errors import FormError, ManyiError
+from pipelines.errors import ConfigError, FormError, ManyiError
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 app = typer.Typer(
     help="满意 manyi: field checks for the town's public-satisfaction plan.",
@@ -186,6 +190,47 @@ def pull(
         err.print(f"error: {e}", markup=False, highlight=False)
     if report.errors:
         raise typer.Exit(1)
+
+
+def _as_of(value: str | None) -> date:
+    if value is None:
+        return datetime.now(SHANGHAI).date()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"--as-of {value!r} is not a date; write it as YYYY-MM-DD, e.g. 2023-10-15"
+        ) from None
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Report date YYYY-MM-DD (default: today in Asia/Shanghai)."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Outputs folder (default outputs/).")
+    ] = None,
+) -> None:
+    """Progress, data checks, follow-up lists, the dispatch report (public + internal) and the maps."""
+    from pipelines.report import write_report
+
+    s = _settings(ctx, outputs_dir=out_dir)
+    day = _as_of(as_of)
+    with err.status(f"writing the report for {day}…"):
+        result = write_report(s, day, s.outputs_dir)
+    for w in result.warnings:
+        err.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
+    for key, path in result.files.items():
+        out.print(f"{key}: {path}", markup=False, highlight=False)
+    note = " (no submissions yet: figures say 暂无数据)" if result.empty else ""
+    out.print(
+        f"{result.submissions} submission(s){note}; open {result.index}",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command("maps")

@@ -81,15 +81,17 @@ def _expected(ind: Indicator, target: float, start: date, deadline: date | None,
     return target * done / span
 
 
-def _status(value: float, target: float, expected: float, deadline: date | None, as_of: date, started: bool) -> str | None:  # fmt: skip
+def _status(
+    value: float, target: float, expected: float, deadline: date | None, as_of: date
+) -> str | None:
     if pd.isna(target):
         return None
-    if not pd.isna(value) and value >= target - 1e-9:
+    if pd.isna(value):  # no denominator (nobody on the roster yet): nothing to judge
+        return None
+    if value >= target - 1e-9:
         return DONE
     if deadline is not None and as_of > deadline:
         return OVERDUE
-    if pd.isna(value):
-        return LAGGING if started and expected > 0 else ON_TRACK
     return ON_TRACK if value >= expected - 1e-9 else LAGGING
 
 
@@ -267,7 +269,7 @@ def indicator_progress(
             "indicator_id": ind.id, "domain": ind.domain, "label": ind.label, "level": level,
             "key": key, "key_label": label, "value": value, "target": target,
             "expected": expected,
-            "status": _status(value, target, expected, deadline, as_of, as_of >= start),
+            "status": _status(value, target, expected, deadline, as_of),
             "numerator": float(num), "denominator": den, "start": start, "deadline": deadline,
             "department": ind.department,
         })  # fmt: skip

@@ -11,20 +11,39 @@
   again, missing ones are flagged deleted.
 * Flat ``group/field`` keys become nested dicts; repeats are lists keyed by the repeat's own
   field names, the same shape Central gives.
+* Publishing: ``POST /api/v2/imports/`` (the built XLSForm, ``library=false``, and
+  ``destination`` when the project exists), poll the import, replace changed media files
+  (roster CSVs) under ``/files/``, then ``POST`` (first time) or ``PATCH`` (with the current
+  ``version_id``) the deployment. kpi keeps no hash of our build, so what was published is
+  remembered in the store and a form is skipped only while the server still deploys it.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+import mimetypes
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import requests
 
-from pipelines._http import RetryPolicy, request
+from pipelines._http import RetryPolicy, error_detail, request
 from pipelines.errors import ConfigError, SourceError
-from pipelines.records import AttachmentRef, Page, Quarantined, Record, utc_text
+from pipelines.records import (
+    AttachmentRef,
+    Page,
+    PublishReport,
+    Quarantined,
+    Record,
+    built_forms,
+    utc_text,
+)
+from pipelines.store import Published, Store, open_store
 
 NAME = "kobo"
 MAX_LIMIT = 1000  # kpi silently caps larger values
@@ -34,16 +53,32 @@ _REVIEW = {
     "validation_status_on_hold": "hasIssues",
 }
 _SYSTEM = {"formhub/uuid", "__version__", "meta/rootUuid"}
+_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 class KoboSource:
+    """One connection to a KoboToolbox server. Use as a context manager.
+
+    ``aliases`` (form id → asset uid, from the publish ledger) and ``titles`` (form id →
+    title, from the build manifest) let a form be named by its XForm id: kpi names a
+    project after the form's title and replaces the form id with the asset uid.
+    """
+
     name = NAME
+    fetch_workers = 4
 
     def __init__(
-        self, settings: Any, policy: RetryPolicy | None = None, page_size: int | None = None
+        self,
+        settings: Any,
+        policy: RetryPolicy | None = None,
+        page_size: int | None = None,
+        aliases: Mapping[str, str] | None = None,
+        titles: Mapping[str, str] | None = None,
     ):
         if not settings.kobo_url or not settings.kobo_token:
             raise ConfigError("KoboToolbox needs MANYI_KOBO_URL and MANYI_KOBO_TOKEN")
+        self.aliases = dict(aliases or {})
+        self.titles = dict(titles or {})
         self.base = settings.kobo_url.rstrip("/")
         self.policy = policy or RetryPolicy()
         self.page_size = min(page_size or settings.kobo_page_size, MAX_LIMIT)
@@ -60,9 +95,14 @@ class KoboSource:
         self.session.close()
 
     def _get(self, url: str, ok: tuple[int, ...] = (), **kw: Any) -> requests.Response:
+        return self._send("GET", url, ok=ok, **kw)
+
+    def _send(
+        self, method: str, url: str, ok: tuple[int, ...] = (), **kw: Any
+    ) -> requests.Response:
         return request(
             self.session.request,
-            "GET",
+            method,
             url,
             self.policy,
             (self._token,),
@@ -84,23 +124,35 @@ class KoboSource:
         return self._assets
 
     def form_ids(self) -> list[str]:
-        return [
-            a["uid"]
-            for a in self._asset_list().values()
-            if a.get("asset_type") == "survey" and a.get("has_deployment")
-        ]
+        """Every deployed survey, by form id where this manyi knows it, else by asset uid."""
+        by_uid = {uid: fid for fid, uid in self.aliases.items()}
+        by_title = {title: fid for fid, title in self.titles.items()}
+        out = []
+        for uid, a in self._asset_list().items():
+            if a.get("asset_type") == "survey" and a.get("has_deployment"):
+                out.append(by_uid.get(uid) or by_title.get(a.get("name") or "") or uid)
+        return list(dict.fromkeys(out))
 
     def asset_uid(self, form_id: str) -> str:
-        """A form is named by its asset uid or by the asset's name (the form id or title)."""
+        """A form is named by its form id (published by manyi, or a project named after the
+        form id or its built title) or by the asset uid."""
         assets = self._asset_list()
+        if self.aliases.get(form_id) in assets:
+            return self.aliases[form_id]
         if form_id in assets:
             return form_id
-        named = [uid for uid, a in assets.items() if a.get("name") == form_id]
+        names = {form_id, self.titles.get(form_id) or form_id}
+        named = [
+            uid
+            for uid, a in assets.items()
+            if a.get("name") in names and a.get("asset_type", "survey") == "survey"
+        ]
         if len(named) == 1:
             return named[0]
         raise SourceError(
             f"KoboToolbox at {self.base} has {'several' if named else 'no'} project(s) named "
-            f"{form_id!r}; pass the asset uid (e.g. aALUCUEKcgKk28owQo3LrA) with --form"
+            f"{' or '.join(sorted(names))!r}; pass the asset uid (e.g. aALUCUEKcgKk28owQo3LrA) "
+            "with --form"
         )
 
     def known_versions(self, uid: str) -> set[str]:
@@ -190,11 +242,192 @@ class KoboSource:
         return list(_attachments(rows[0])) if rows else []
 
     def fetch_attachment(self, record: Record, ref: AttachmentRef) -> Iterator[bytes] | None:
-        resp = self._get(ref.url or "", ok=(404,), stream=True)
-        if resp.status_code == 404:
-            resp.close()
-            return None
-        return resp.iter_content(1 << 16)
+        # Not streamed: the body is read inside the retried call (see central.py).
+        resp = self._get(ref.url or "", ok=(404,))
+        return None if resp.status_code == 404 else iter([resp.content])
+
+    # ---- publishing ------------------------------------------------------------------
+    def publish(
+        self, build_dir: Path, form_ids: Iterable[str] | None, store: Store
+    ) -> PublishReport:
+        """Create or update every built form (see :func:`publish`)."""
+        report = PublishReport()
+        ledger = store.published(NAME)
+        for entry in built_forms(build_dir, form_ids):
+            self._publish_one(Path(build_dir), entry, ledger.get(entry["form_id"]), store, report)
+        return report
+
+    def _publish_one(
+        self,
+        build_dir: Path,
+        entry: dict[str, Any],
+        led: Published | None,
+        store: Store,
+        report: PublishReport,
+    ) -> None:
+        form_id, version, md5 = entry["form_id"], entry["version"], entry["md5"]
+        title = entry.get("title") or form_id
+        files = {name: build_dir / name for name in entry.get("attachments", ())}
+        media = {n: hashlib.md5(p.read_bytes()).hexdigest() for n, p in files.items()}  # noqa: S324 - kpi's file hash
+        asset = self._find_asset(form_id, title, led)
+        same_form = bool(
+            asset
+            and led
+            and led.remote_id == asset["uid"]
+            and (led.version, led.md5) == (version, md5)
+            and asset.get("has_deployment")
+            and asset.get("deployed_version_id") == led.remote_version
+        )
+        if asset and same_form:
+            current = self._asset_files(asset["uid"])
+            same_media = all(current.get(n, ("", ""))[1] == f"md5:{m}" for n, m in media.items())
+            if same_media and asset.get("deployment__active"):
+                report.skipped.append(form_id)
+                return
+            uid = asset["uid"]  # only the media (or the archived state) changed
+        else:
+            uid = self._import(form_id, title, build_dir / entry["xlsx"], asset)
+        self._put_media(form_id, uid, files, media)
+        deployed = self._deploy(form_id, uid)
+        store.note_published(Published(NAME, form_id, uid, version, md5, media, deployed))
+        self.aliases[form_id] = uid
+        (report.updated if asset else report.created).append(form_id)
+
+    def _asset(self, uid: str) -> dict[str, Any] | None:
+        resp = self._get(f"{self.base}/api/v2/assets/{uid}/?format=json", ok=(404,))
+        return resp.json() if resp.status_code == 200 else None
+
+    def _find_asset(self, form_id: str, title: str, led: Published | None) -> dict[str, Any] | None:
+        """The project holding this form: the one published last time, else the one survey
+        named after the form's title (or id), else None."""
+        if led:
+            asset = self._asset(led.remote_id)
+            if asset is not None:
+                return asset
+        named = [
+            uid
+            for uid, a in self._asset_list().items()
+            if a.get("asset_type") == "survey" and a.get("name") in (title, form_id)
+        ]
+        if len(named) > 1:
+            raise SourceError(
+                f"KoboToolbox at {self.base} has {len(named)} projects named {title!r} "
+                f"({', '.join(sorted(named))}); archive or rename all but one, then publish "
+                f"{form_id} again"
+            )
+        return self._asset(named[0]) if named else None
+
+    def _import(self, form_id: str, title: str, xlsx: Path, asset: dict[str, Any] | None) -> str:
+        """Import the XLSForm (into ``asset`` when given) and wait for kpi to finish."""
+        # library=false: left out, kpi files the upload as a library block, not a project
+        data = {"library": "false", "name": title}
+        if asset:  # built here: kpi copies ?format=json into the url it returns
+            data["destination"] = f"{self.base}/api/v2/assets/{asset['uid']}/"
+        resp = self._send(
+            "POST",
+            f"{self.base}/api/v2/imports/",
+            files={"file": (xlsx.name, xlsx.read_bytes(), _XLSX)},
+            data=data,
+            idempotent=False,
+        )
+        task = resp.json()
+        url = f"{self.base}/api/v2/imports/{task['uid']}/"
+        started, wait = time.monotonic(), self.policy.base_delay
+        while True:
+            body = self._get(url).json()
+            status, messages = body.get("status"), body.get("messages") or {}
+            if status == "complete":
+                done = messages.get("updated") or messages.get("created") or []
+                if done and done[0].get("uid"):
+                    self._assets = None  # the project list has changed
+                    return str(done[0]["uid"])
+                if asset:
+                    return str(asset["uid"])
+                raise SourceError(
+                    f"KoboToolbox imported {form_id} ({url}) but did not say into which "
+                    "project; find it in KoboToolbox, then publish again"
+                )
+            if status == "error":
+                raise SourceError(
+                    f"KoboToolbox could not import {form_id} ({xlsx.name}): "
+                    f"{messages.get('error_type', 'error')}: {messages.get('error', body)}; "
+                    "fix the form, build and publish again"
+                )
+            if time.monotonic() - started + wait > self.policy.max_seconds:
+                raise SourceError(
+                    f"KoboToolbox was still importing {form_id} after "
+                    f"{time.monotonic() - started:.0f} s (status {status!r}, {url}); "
+                    "publish again later"
+                )
+            time.sleep(wait)
+            wait = min(self.policy.max_delay, wait * 2)
+
+    def _asset_files(self, uid: str) -> dict[str, tuple[str, str]]:
+        """The project's form media: file name → (file uid, ``md5:<hex>``)."""
+        out: dict[str, tuple[str, str]] = {}
+        url: str | None = f"{self.base}/api/v2/assets/{uid}/files/?file_type=form_media"
+        while url:
+            body = self._get(url).json()
+            for f in body.get("results", []):
+                meta = f.get("metadata") or {}
+                if meta.get("filename"):
+                    out[meta["filename"]] = (f["uid"], meta.get("hash") or "")
+            url = body.get("next")
+        return out
+
+    def _put_media(
+        self, form_id: str, uid: str, files: dict[str, Path], media: dict[str, str]
+    ) -> None:
+        """Upload changed media; kpi wants a file name once per project, so a changed file
+        is deleted first."""
+        current = self._asset_files(uid) if files else {}
+        for name, path in files.items():
+            old = current.get(name)
+            if old and old[1] == f"md5:{media[name]}":
+                continue
+            if old:
+                self._send("DELETE", f"{self.base}/api/v2/assets/{uid}/files/{old[0]}/", ok=(404,))
+            mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            payload = base64.b64encode(path.read_bytes()).decode("ascii")
+            resp = self._send(
+                "POST",
+                f"{self.base}/api/v2/assets/{uid}/files/",
+                json={
+                    "file_type": "form_media",
+                    "description": "default",
+                    "base64Encoded": f"data:{mime};base64,{payload}",
+                    "metadata": {"filename": name},
+                },
+                ok=(400,),
+                idempotent=False,
+            )
+            if resp.status_code == 400:
+                raise SourceError(
+                    f"KoboToolbox refused {name} for {form_id}: {error_detail(resp)}; "
+                    "fix the file, build and publish again"
+                )
+
+    def _deploy(self, form_id: str, uid: str) -> str | None:
+        """Deploy (first time) or redeploy the project's current version; its version id."""
+        url = f"{self.base}/api/v2/assets/{uid}/deployment/"
+        asset = self._asset(uid) or {}
+        resp = None
+        if not asset.get("has_deployment"):
+            resp = self._send("POST", url, json={"active": True}, ok=(400, 405))
+        if resp is None or resp.status_code == 405:  # 405: deployed already, PATCH it
+            asset = self._asset(uid) or asset
+            resp = self._send(
+                "PATCH",
+                url,
+                json={"version_id": asset.get("version_id"), "active": True},
+                ok=(400,),
+            )
+        if resp.status_code == 400:
+            raise SourceError(
+                f"KoboToolbox refused to deploy {form_id} (project {uid}): "
+                f"{error_detail(resp)}; fix the form, build and publish again"
+            )
+        return resp.json().get("version_id")
 
 
 def _attachments(row: dict[str, Any]) -> Iterator[AttachmentRef]:
@@ -254,3 +487,22 @@ def to_record(form_id: str, row: Any, versions: set[str]) -> Record | Quarantine
         attachments=refs,
         source_version=row.get("_uuid"),
     )
+
+
+def publish(
+    settings: Any,
+    form_ids: Iterable[str] | None = None,
+    build_dir: Path | None = None,
+    *,
+    policy: RetryPolicy | None = None,
+) -> PublishReport:
+    """``manyi forms publish --to kobo``: import, then deploy or redeploy, every built form.
+
+    The form's roster CSVs go up as the project's media. A form whose version, build hash
+    and media are what this manyi last deployed, and which KoboToolbox still deploys, is
+    skipped.
+    """
+    with open_store(settings) as store:
+        aliases = {k: v.remote_id for k, v in store.published(NAME).items()}
+        with KoboSource(settings, policy=policy, aliases=aliases) as kobo:
+            return kobo.publish(Path(build_dir or settings.build_dir), form_ids, store)

@@ -226,8 +226,10 @@ def write_pick_lists(rosters: Rosters, directory: Path | str) -> list[Path]:
 
 # ---- synthetic demo rosters ----------------------------------------------------------------
 
-DEMO_SIZES = {"students_per_village": 40, "residents_per_village": 100, "welfare_posts": 640,
+# About 4,000 students and 9,000 check-up residents (65+ and chronic patients) for 56 villages.
+DEMO_SIZES = {"students_per_village": 72, "residents_per_village": 160, "welfare_posts": 640,
               "dibao_households": 858, "dibao_people": 1518}  # fmt: skip
+_CLASS_SIZE = 45  # a plausible primary class; bigger school-grades are split into classes
 _SURNAMES = "赵钱孙李周吴郑王冯陈"
 
 
@@ -257,19 +259,22 @@ def demo_rosters(village_codes: Iterable[str], seed: int = 0, sizes: dict[str, i
         for k in range(max(1, len(codes) // 7))
     ]
     students = []
-    for i in range(size["students_per_village"] * len(codes)):
+    n_students = size["students_per_village"] * len(codes)
+    per_grade = -(-n_students // (len(schools) * 6))  # students of one grade of one school
+    classes = max(1, -(-per_grade // _CLASS_SIZE))
+    for i in range(n_students):
         sid, slabel, svillage = schools[i % len(schools)]
         grade = 1 + (i // len(schools)) % 6
-        cls = f"{sid}_g{grade}c1"
+        number = 1 + (i // (len(schools) * 6)) % classes
         students.append(
             (
                 f"stu{i + 1:05d}",
-                f"示例学生{i + 1:05d}（{grade}年级1班）",
+                f"示例学生{i + 1:05d}（{grade}年级{number}班）",
                 sid,
                 slabel,
                 svillage,
-                cls,
-                f"{grade}年级1班",
+                f"{sid}_g{grade}c{number}",
+                f"{grade}年级{number}班",
                 village(i),
             )
         )

@@ -1,22 +1,25 @@
 """Pull forms from one source into the store: the plain function behind ``manyi pull``.
 
 Each page is written with its cursor in one transaction, so a pull killed at any point and
-run again ends with exactly the server's submissions. Attachments are fetched after their
-page is stored; any a killed run missed are picked up at the start of the next one.
+run again ends with exactly the server's submissions. Attachments are fetched on a few
+threads after their page is stored, beside the next page; any a killed run missed are picked
+up at the start of the next one.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelines._http import RetryPolicy
 from pipelines.errors import ConfigError, ManyiError, SourceError
-from pipelines.records import AttachmentRef, Record
-from pipelines.store import Store, open_store
+from pipelines.records import Record
+from pipelines.store import Blob, Store, open_store
 
 SOURCES = ("central", "kobo", "files")
 
@@ -90,6 +93,7 @@ def open_source(
     path: Path | None = None,
     page_size: int | None = None,
     policy: RetryPolicy | None = None,
+    store: Store | None = None,
 ) -> Any:
     """The source object for ``source`` (central, kobo or files)."""
     if source == "central":
@@ -99,7 +103,15 @@ def open_source(
     if source == "kobo":
         from pipelines.kobo import KoboSource
 
-        return KoboSource(settings, policy=policy, page_size=page_size)
+        # Forms published by `manyi forms publish --to kobo` are found by their form id.
+        aliases = {k: v.remote_id for k, v in store.published("kobo").items()} if store else {}
+        return KoboSource(
+            settings,
+            policy=policy,
+            page_size=page_size,
+            aliases=aliases,
+            titles=_titles(settings),
+        )
     if source == "files":
         from pipelines.files import FilesSource
 
@@ -127,10 +139,10 @@ def pull(
     source = source or settings.source
     report = PullReport(source)
     with (
-        open_source(settings, source, path, page_size, policy) as src,
         open_store(settings) as store,
+        open_source(settings, source, path, page_size, policy, store) as src,
     ):
-        wanted = list(form_ids) if form_ids else _default_forms(settings, src)
+        wanted = list(dict.fromkeys(form_ids)) if form_ids else _default_forms(settings, src)
         first_error: ManyiError | None = None
         for form_id in wanted:
             result = FormPull(form_id)
@@ -152,13 +164,20 @@ def pull(
     return report
 
 
+def _titles(settings: Any) -> dict[str, str]:
+    manifest = Path(settings.build_dir) / "manifest.json"
+    try:
+        forms = json.loads(manifest.read_text("utf-8"))["forms"]
+        return {e["form_id"]: e["title"] for e in forms if e.get("title")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def _default_forms(settings: Any, src: Any) -> list[str]:
     if hasattr(src, "form_ids"):
         return list(src.form_ids())
     manifest = Path(settings.build_dir) / "manifest.json"
     if manifest.exists():
-        import json
-
         return [e["form_id"] for e in json.loads(manifest.read_text("utf-8"))["forms"]]
     raise ConfigError(f"no --form given and {manifest} does not exist; name the forms to pull")
 
@@ -166,49 +185,108 @@ def _default_forms(settings: Any, src: Any) -> list[str]:
 def _pull_form(
     src: Any, store: Store, form_id: str, result: FormPull, progress: ProgressCallback | None
 ) -> None:
-    # Files a killed run stored rows for but never fetched.
-    for rec in store.incomplete_attachments(form_id):
-        result.attachments += _fetch_attachments(src, store, rec, None)
+    with _Fetcher(src, store, form_id) as fetcher:
+        # Files a killed run stored rows for but never fetched.
+        fetcher.submit(store.incomplete_attachments(form_id))
+        result.attachments += fetcher.drain(wait=True)
 
-    cursor = store.cursor(src.name, form_id)
-    for page in src.pages(form_id, cursor, known=lambda: store.source_versions(form_id)):
-        counts = store.write_page(
-            src.name, form_id, page.records, page.quarantined, page.cursor, page.gone
-        )
-        result.new += counts.new
-        result.updated += counts.updated
-        result.deleted += counts.deleted
-        result.quarantined += counts.quarantined
-        result.pages += 1
-        result.rows += page.rows
-        for rec in page.records:
-            if rec.attachments_expected and not rec.deleted:
-                result.attachments += _fetch_attachments(src, store, rec, rec.attachments)
-        if progress:
-            progress(Progress(form_id, result.pages, result.rows, result.attachments))
+        cursor = store.cursor(src.name, form_id)
+        for page in src.pages(form_id, cursor, known=lambda: store.source_versions(form_id)):
+            counts = store.write_page(
+                src.name, form_id, page.records, page.quarantined, page.cursor, page.gone
+            )
+            result.new += counts.new
+            result.updated += counts.updated
+            result.deleted += counts.deleted
+            result.quarantined += counts.quarantined
+            result.pages += 1
+            result.rows += page.rows
+            # Downloads run beside the next page; rows are written once a file is whole.
+            fetcher.submit(page.records)
+            result.attachments += fetcher.drain()
+            if progress:
+                progress(Progress(form_id, result.pages, result.rows, result.attachments))
+        result.attachments += fetcher.drain(wait=True)
 
 
-def _fetch_attachments(
-    src: Any, store: Store, rec: Record, refs: tuple[AttachmentRef, ...] | None
-) -> int:
-    if store.stored_attachments(rec.form_id, rec.instance_id) >= rec.attachments_expected:
-        return 0
-    if not refs:
-        refs = tuple(src.list_attachments(rec))
-    fetched = 0
-    for ref in refs:
-        if store.has_attachment(rec.form_id, rec.instance_id, ref.name):
-            continue
-        chunks = src.fetch_attachment(rec, ref) if ref.exists else None
-        if chunks is None:
-            store.note_missing_attachment(rec.form_id, rec.instance_id, ref.name)
-            continue
-        try:
-            store.put_attachment(rec.form_id, rec.instance_id, ref.name, chunks)
-        except OSError as e:
-            raise SourceError(
-                f"{rec.form_id} {rec.instance_id}: could not read attachment "
-                f"{ref.name!r} ({type(e).__name__}); pull again to retry"
-            ) from None
-        fetched += 1
-    return fetched
+class _Fetcher:
+    """Fetch attachments on a few threads while the pull goes on.
+
+    Worker threads only download and write content-addressed files (``Store.save_blob``);
+    the main thread writes the database rows, in one transaction per batch. A pull killed
+    in between leaves files without rows, which the next run finds through
+    ``incomplete_attachments`` and fetches again (the content hash makes that a no-op).
+    """
+
+    def __init__(self, src: Any, store: Store, form_id: str):
+        self.src, self.store, self.form_id = src, store, form_id
+        workers = getattr(src, "fetch_workers", 1)
+        self.pool = ThreadPoolExecutor(workers, "manyi-fetch") if workers > 1 else None
+        self.pending: list[Future[list[tuple[str, str, str, Blob | None]]]] = []
+        self.inline = 0  # files fetched on this thread (sources that are not thread-safe)
+
+    def __enter__(self) -> _Fetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool:
+            for job in self.pending:
+                job.cancel()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, records: Sequence[Record]) -> None:
+        wanted = [r for r in records if r.attachments_expected and not r.deleted]
+        if not wanted:
+            return
+        have = self.store.stored_names(self.form_id, [r.instance_id for r in wanted])
+        for rec in wanted:
+            stored = have.get(rec.instance_id, set())
+            if len(stored) >= rec.attachments_expected:
+                continue
+            if self.pool:
+                self.pending.append(self.pool.submit(self._fetch, rec, stored))
+            else:
+                self.inline += self._write(self._fetch(rec, stored))
+
+    def drain(self, wait: bool = False) -> int:
+        """Record what the workers finished (all of it when ``wait``); files fetched."""
+        done: list[Future[list[tuple[str, str, str, Blob | None]]]] = []
+        keep: list[Future[list[tuple[str, str, str, Blob | None]]]] = []
+        for job in self.pending:
+            (done if wait or job.done() else keep).append(job)
+        self.pending = keep
+        rows: list[tuple[str, str, str, Blob | None]] = []
+        error: BaseException | None = None
+        for job in done:
+            try:
+                rows.extend(job.result())
+            except BaseException as e:  # record what did arrive, then report the failure
+                error = error or e
+        fetched, self.inline = self._write(rows) + self.inline, 0
+        if error is not None:
+            raise error
+        return fetched
+
+    def _write(self, rows: list[tuple[str, str, str, Blob | None]]) -> int:
+        if rows:
+            self.store.record_attachments(rows)
+        return sum(1 for r in rows if r[3] is not None)
+
+    def _fetch(self, rec: Record, stored: set[str]) -> list[tuple[str, str, str, Blob | None]]:
+        refs = rec.attachments or tuple(self.src.list_attachments(rec))
+        rows: list[tuple[str, str, str, Blob | None]] = []
+        for ref in refs:
+            if ref.name in stored:
+                continue
+            chunks = self.src.fetch_attachment(rec, ref) if ref.exists else None
+            blob = None
+            if chunks is not None:
+                try:
+                    blob = self.store.save_blob(chunks)
+                except OSError as e:
+                    raise SourceError(
+                        f"{rec.form_id} {rec.instance_id}: could not read attachment "
+                        f"{ref.name!r} ({type(e).__name__}); pull again to retry"
+                    ) from None
+            rows.append((rec.form_id, rec.instance_id, ref.name, blob))
+        return rows

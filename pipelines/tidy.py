@@ -21,18 +21,28 @@ Types, decided by the schema and converted column by column (never cell by cell)
 
 Records of several form versions combine into one table: pass every version's schema and the
 columns are the union, with NA where a version lacked the field. Fields found in the data that
-no schema describes are kept as text columns, so nothing is lost.
+no schema describes are kept as text columns, so nothing is lost. The XForm's own
+``meta/instanceID`` is not repeated as a column: ``instance_id`` holds it.
+
+Speed (a million submissions is the benchmark, ``benchmarks/report.py``): values are gathered a
+column at a time (one list per group, one comprehension per field), choices, dates and
+select_multiple answers are converted once per distinct value, and the cyclic garbage collector
+is paused while the records' dicts are read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import gc
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from forms.schema import Field, FormSchema
+from pipelines.records import Record
 
 TZ = "Asia/Shanghai"
 RECORD_COLUMNS = ("instance_id", "form_version", "submitted_at", "updated_at", "review_state")
@@ -95,19 +105,6 @@ def _relative(path: str, base: str | None) -> list[str]:
     return rel.split("/")
 
 
-def _walk_groups(node: Mapping[str, Any], prefix: str, repeats: set[str], out: dict[str, Any]) -> None:  # fmt: skip
-    # Flatten one level of data (a submission or a repeat entry) into {path: value},
-    # descending into groups but not into repeats (they get their own tables).
-    for key, value in node.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            _walk_groups(value, path + "/", repeats, out)
-        elif path in repeats or isinstance(value, list):
-            continue
-        else:
-            out[path] = value
-
-
 def _repeat_items(data: Mapping[str, Any], parts: list[str]) -> list[tuple[str, Mapping[str, Any]]]:
     """Entries of a (possibly nested) repeat, each with its key, e.g. ``outer[1]/inner[2]``."""
     found: list[tuple[str, Mapping[str, Any]]] = [("", data)]
@@ -115,75 +112,85 @@ def _repeat_items(data: Mapping[str, Any], parts: list[str]) -> list[tuple[str, 
         last = depth == len(parts) - 1
         nxt: list[tuple[str, Mapping[str, Any]]] = []
         for key, node in found:
-            value = node.get(part) if isinstance(node, Mapping) else None
+            value = node.get(part) if isinstance(node, dict) else None
+            if value is None:
+                continue
             if isinstance(value, list):
                 for i, item in enumerate(value, start=1):
-                    if isinstance(item, Mapping):
+                    if isinstance(item, dict):
                         nxt.append(
                             (f"{key}{part}[{i}]/" if not last else f"{key}{part}[{i}]", item)
                         )
-            elif isinstance(value, Mapping) and not last:
+            elif isinstance(value, dict) and not last:
                 nxt.append((key, value))
-            elif isinstance(value, Mapping):  # a repeat with a single entry, sent as an object
+            elif isinstance(value, dict):  # a repeat with a single entry, sent as an object
                 nxt.append((f"{key}{part}[1]", value))
         found = nxt
     return found
 
 
-def _extract(rows: list[Mapping[str, Any]], paths: list[str]) -> tuple[dict[str, list[Any]], dict[str, set[str]]]:  # fmt: skip
-    """Column lists for ``paths`` (relative slash paths), plus the keys seen in each group."""
-    split = [(p, p.split("/")) for p in paths]
-    groups = sorted({"/".join(parts[:i]) for _, parts in split for i in range(1, len(parts))})
-    group_parts = [(g, g.split("/")) for g in groups]
-    cols: dict[str, list[Any]] = {p: [] for p in paths}
-    seen: dict[str, set[str]] = {"": set(), **{g: set() for g in groups}}
-    for row in rows:
-        seen[""].update(row.keys())
-        for g, parts in group_parts:
-            node: Any = row
-            for part in parts:
-                node = node.get(part) if isinstance(node, Mapping) else None
-            if isinstance(node, Mapping):
-                seen[g].update(node.keys())
-        for p, parts in split:
-            node = row
-            for part in parts:
-                node = node.get(part) if isinstance(node, Mapping) else None
-                if node is None:
-                    break
-            cols[p].append(node)
-    return cols, seen
+_EMPTY: dict[str, Any] = {}  # stands in for a missing group; never written to
 
 
-def _unknown_paths(rows: list[Mapping[str, Any]], known: set[str], repeats: set[str], seen: dict[str, set[str]]) -> list[str]:  # fmt: skip
-    """Paths in the data that no schema describes (a field of another version, say)."""
-    children: dict[str, set[str]] = {}
-    for p in known | repeats:
-        parts = p.split("/")
-        for i in range(len(parts)):
-            children.setdefault("/".join(parts[:i]), set()).add(parts[i])
-    strangers = [(g, k) for g, keys in seen.items() for k in keys - children.get(g, set())]
-    if not strangers:
-        return []
-    extra: dict[str, None] = {}
-    for row in rows:
-        for g, k in strangers:
-            node: Any = row
-            for part in g.split("/") if g else ():
-                node = node.get(part) if isinstance(node, Mapping) else None
-            if not isinstance(node, Mapping) or k not in node:
-                continue
-            flat: dict[str, Any] = {}
-            prefix = f"{g}/" if g else ""
-            _walk_groups({k: node[k]}, prefix, repeats, flat)
-            for p in flat:
-                if p not in known:
-                    extra[p] = None
-    return list(extra)
+def _tree(paths: Iterable[str]) -> dict[str, Any]:
+    """Nested {name: subtree} of slash paths; a leaf is None."""
+    root: dict[str, Any] = {}
+    for path in paths:
+        node = root
+        *groups, leaf = path.split("/")
+        for part in groups:
+            if node.get(part) is None:  # new, or a field also used as a group: a group wins
+                node[part] = {}
+            node = node[part]
+        node.setdefault(leaf, None)
+    return root
+
+
+def _columns(rows: list[Mapping[str, Any]], known: list[str], repeats: frozenset[str], skip: Sequence[str] = ()) -> tuple[dict[str, list[Any]], list[str]]:  # fmt: skip
+    """Column lists for the ``known`` relative paths, plus the paths in the data that no
+    schema describes (a field of another version, say), and their columns.
+
+    Works a column at a time, not a row at a time: each group of the schema becomes one list of
+    the group's dicts, each field one list comprehension over it, and the keys nobody expects
+    are found with one C-level set union per group. That keeps a million submissions within a
+    few seconds; repeats (lists) and ``skip`` paths are left out.
+    """
+    cols: dict[str, list[Any]] = {}
+    extra: list[str] = []
+    nodes = [r if isinstance(r, dict) else _EMPTY for r in rows]
+    _gather(nodes, "", _tree([*known, *repeats, *skip]), set(known), cols, extra)
+    return cols, extra
+
+
+def _gather(nodes: list[dict[str, Any]], prefix: str, tree: dict[str, Any], known: set[str], cols: dict[str, list[Any]], extra: list[str]) -> None:  # fmt: skip
+    present = set().union(*nodes) if nodes else set()
+    for name, sub in tree.items():
+        path = prefix + name
+        if sub is None:
+            if path in known:
+                cols[path] = [n.get(name) for n in nodes] if name in present else [None] * len(nodes)  # fmt: skip
+            continue  # a repeat (its own table) or a skipped field
+        if name in present:
+            child = [c if isinstance(c := n.get(name), dict) else _EMPTY for n in nodes]
+        else:
+            child = [_EMPTY] * len(nodes)
+        _gather(child, path + "/", sub, known, cols, extra)
+    for name in sorted(present - tree.keys()):
+        path = prefix + name
+        values = [n.get(name) for n in nodes]
+        groups = [v if isinstance(v, dict) else _EMPTY for v in values]
+        if any(g is not _EMPTY for g in groups):  # an unknown group: all its fields are extra
+            _gather(groups, path + "/", {}, known, cols, extra)
+        scalars = [None if isinstance(v, dict | list) else v for v in values]
+        if any(v is not None for v in scalars):  # lists are repeats nobody asked for: skipped
+            cols[path] = scalars
+            extra.append(path)
 
 
 def _as_text(values: list[Any]) -> pd.Series:
     s = pd.Series(values, dtype=object)
+    if pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty"):
+        return s  # already text (the usual case): skip a copy of every value
     return s.where(s.isna(), s.astype(str))
 
 
@@ -191,19 +198,16 @@ def _typed(name: str, f: Field | None, values: list[Any], out: dict[str, pd.Seri
     kind = f.type if f is not None else "text"
     raw = pd.Series(values, dtype=object)
     if kind == "select_one":
-        text = raw.where(raw.isna(), raw.astype(str)).replace("", None)
-        cat = pd.Categorical(text)
-        listed = list((f.choices or {}).keys())
-        extra = [c for c in cat.categories if c not in set(listed)]
-        out[name] = pd.Series(cat, copy=False).cat.set_categories(listed + extra)
+        out[name] = _choice(raw, list((f.choices or {}).keys()))
     elif kind == "select_multiple":
         text = raw.where(raw.isna(), raw.astype(str))
         out[name] = text
-        answered = text.notna()
-        padded = " " + text.fillna("") + " "
+        # A handful of distinct answers repeat over all rows: test each choice once per answer.
+        codes, uniques = pd.factorize(text)
+        tokens = [set(str(u).split(" ")) for u in uniques]
         for choice in f.choices or {}:  # type: ignore[union-attr]
-            has = padded.str.contains(f" {choice} ", regex=False)
-            out[f"{name}/{choice}"] = has.astype("boolean").where(answered, pd.NA)
+            has = pd.array([choice in t for t in tokens], dtype="boolean")
+            out[f"{name}/{choice}"] = pd.Series(has.take(codes, allow_fill=True), index=raw.index)
     elif kind == "geopoint":
         text = raw.where(raw.isna(), raw.astype(str)).replace("", None)
         parts = text.str.split(" ", n=3, expand=True) if text.notna().any() else None
@@ -221,10 +225,7 @@ def _typed(name: str, f: Field | None, values: list[Any], out: dict[str, pd.Seri
     elif kind == "decimal":
         out[name] = pd.to_numeric(raw, errors="coerce").astype("Float64")
     elif kind in ("date", "today"):
-        text = raw.where(raw.isna(), raw.astype(str).str.slice(0, 10))
-        out[name] = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce").astype(
-            "datetime64[ns]"
-        )
+        out[name] = _per_unique(raw, _dates)
     elif kind in ("dateTime", "start", "end"):
         out[name] = _local_time(raw)
     elif kind == "time":
@@ -233,6 +234,31 @@ def _typed(name: str, f: Field | None, values: list[Any], out: dict[str, pd.Seri
         out[name] = local.where(raw.notna(), None)
     else:
         out[name] = _as_text(values)
+
+
+def _per_unique(raw: pd.Series, convert: Callable[[pd.Series], pd.Series]) -> pd.Series:
+    """``convert`` applied once per distinct value (a year has 365 dates, not 300,000)."""
+    codes, uniques = pd.factorize(raw)
+    done = convert(pd.Series(uniques.to_numpy(dtype=object), dtype=object))
+    return pd.Series(done.array.take(codes, allow_fill=True), index=raw.index)
+
+
+def _dates(text: pd.Series) -> pd.Series:
+    day = text.astype(str).str.slice(0, 10)
+    return pd.to_datetime(day, format="%Y-%m-%d", errors="coerce").astype("datetime64[ns]")
+
+
+def _choice(raw: pd.Series, listed: list[str]) -> pd.Series:
+    """Categorical of the choice names: the schema's choices first, unknown values after
+    (sorted), blanks as NA. Built from the distinct values, then their codes."""
+    codes, uniques = pd.factorize(raw)
+    texts = [str(u) for u in uniques]
+    known = set(listed)
+    categories = listed + sorted({t for t in texts if t and t not in known})
+    position = {c: i for i, c in enumerate(categories)}
+    lookup = np.array([position.get(t, -1) for t in texts] + [-1], dtype=np.int64)
+    cat = pd.Categorical.from_codes(lookup[codes], categories=categories)
+    return pd.Series(cat, index=raw.index)
 
 
 def _local_time(raw: pd.Series) -> pd.Series:
@@ -248,23 +274,21 @@ def _frame(
     prefix: str | None,
     repeats: set[str],
     index: dict[str, list[Any]],
+    skip: Sequence[Field] = (),
 ) -> pd.DataFrame:
     rel = {f.path: "/".join(_relative(f.path, prefix)) for f in fields}
-    cols, seen = _extract(rows, list(rel.values()))
-    known = set(rel.values())
-    nested = {
+    nested = frozenset(
         "/".join(_relative(r, prefix)) for r in repeats if not prefix or r.startswith(prefix + "/")
-    }
-    extra = _unknown_paths(rows, known, nested, seen)
+    )
+    skipped = ["/".join(_relative(f.path, prefix)) for f in skip]
+    cols, extra = _columns(rows, list(rel.values()), nested, skipped)
     names = _column_names(fields)
     out: dict[str, pd.Series] = {k: pd.Series(v, dtype=object) for k, v in index.items()}
     for f in fields:
-        _typed(names[f.path], f, cols[rel[f.path]], out)
-    if extra:
-        more, _ = _extract(rows, extra)
-        for p in extra:
-            name = p.rsplit("/", 1)[-1]
-            _typed(name if name not in out else p, None, more[p], out)
+        _typed(names[f.path], f, cols.pop(rel[f.path]), out)
+    for p in extra:
+        name = p.rsplit("/", 1)[-1]
+        _typed(name if name not in out else p, None, cols.pop(p), out)
     n = len(rows)
     frame = pd.DataFrame({k: v.reset_index(drop=True) for k, v in out.items()}, index=range(n))
     return frame
@@ -284,24 +308,54 @@ def tidy(
     left out unless ``include_deleted``.
     """
     schema = merge_schemas([schemas] if isinstance(schemas, FormSchema) else list(schemas))
-    chosen = [
-        r
-        for r in records
-        if _get(r, "form_id") in (None, schema.form_id)
-        and (include_deleted or not _get(r, "deleted"))
-    ]
-    datas = [_get(r, "data") or {} for r in chosen]
+    with _no_cyclic_gc():
+        return _tidy(records, schema, include_deleted)
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    # A form's records are hundreds of thousands of small acyclic dicts: the cyclic collector
+    # would walk them again and again and find nothing (about 40% of the time). Reference
+    # counting still frees everything as usual.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _tidy(records: Iterable[Any], schema: FormSchema, include_deleted: bool) -> TidyForm:
+    # One tuple per kept record: (form_id, deleted, data, *RECORD_COLUMNS), read once.
+    kept: list[tuple[Any, ...]] = []
+    for r in records:
+        if isinstance(r, Record):
+            row = (r.form_id, r.deleted, r.data, r.instance_id, r.form_version,
+                   r.submitted_at, r.updated_at, r.review_state)  # fmt: skip
+        else:
+            row = (_get(r, "form_id"), _get(r, "deleted"), _get(r, "data"),
+                   *(_get(r, c) for c in RECORD_COLUMNS))  # fmt: skip
+        if row[0] in (None, schema.form_id) and (include_deleted or not row[1]):
+            kept.append(row)
+    columns = list(zip(*kept, strict=True)) if kept else [()] * (3 + len(RECORD_COLUMNS))
+    deleted = columns[1]
+    datas = [d or {} for d in columns[2]]
+    index: dict[str, list[Any]] = {
+        c: list(values) for c, values in zip(RECORD_COLUMNS, columns[3:], strict=True)
+    }
+    del kept, columns
     repeats = set(schema.repeats)
     fields = [f for f in schema.fields if f.repeat is None and f.name not in _SKIP]
 
-    index: dict[str, list[Any]] = {c: [_get(r, c) for r in chosen] for c in RECORD_COLUMNS}
-    table = _frame(datas, fields, None, repeats, {"instance_id": index["instance_id"]})
+    skip = [f for f in schema.fields if f.repeat is None and f.name in _SKIP]
+    table = _frame(datas, fields, None, repeats, {"instance_id": index["instance_id"]}, skip)
     table.insert(1, "form_version", _as_text(index["form_version"]).array)
     for i, c in enumerate(("submitted_at", "updated_at"), start=2):
         table.insert(i, c, _local_time(pd.Series(index[c], dtype=object)).array)
     table.insert(4, "review_state", _as_text(index["review_state"]).array)
     if include_deleted:
-        table.insert(5, "deleted", pd.array([bool(_get(r, "deleted")) for r in chosen], "boolean"))
+        table.insert(5, "deleted", pd.array([bool(d) for d in deleted], "boolean"))
     for c in ("review_state",):
         table[c] = table[c].astype("category")
 

@@ -89,3 +89,30 @@ def test_maps_with_tianditu_and_no_key_is_one_clear_line(
     assert main(["maps", "--out", str(tmp_path), "--basemap", "tianditu"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "MANYI_TIANDITU_KEY" in line
+
+
+def test_report_before_any_data_says_so(tmp_path: Path, capsys) -> None:
+    out_dir = tmp_path / "out"
+    code = main(
+        [
+            "--data-dir",
+            str(tmp_path / "data"),
+            "report",
+            "--as-of",
+            "2023-10-15",
+            "--out",
+            str(out_dir),
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "0 submission(s)" in text and "暂无数据" in text
+    assert (out_dir / "index.html").exists()
+    assert (out_dir / "2023-10-15" / "月调度通报_2023-10_公开版.html").exists()
+    assert not (tmp_path / "data" / "manyi.sqlite").exists(), "a report never creates a store"
+
+
+def test_report_with_a_bad_date_is_one_line(capsys) -> None:
+    assert main(["report", "--as-of", "2023-13-01"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "YYYY-MM-DD" in line

@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 
 from pipelines._http import RetryPolicy
+from pipelines.central import publish as central_publish
 from pipelines.config import load_settings
-from pipelines.errors import SourceError
+from pipelines.errors import ConfigError, SourceError
 from pipelines.store import open_store
 from pipelines.sync import pull
 from tests.helpers import REPO
+from tests.pipelines._built import FORM as FORM_P
+from tests.pipelines._built import build
 from tests.standins.central_server import CentralStandIn, Fault, seed_synthetic
 
 PASSWORD = "topSecretPassw0rd!"  # noqa: S105 - the fixtures' throwaway password
@@ -291,3 +294,137 @@ def test_sigkill_mid_pull_then_rerun_gives_exactly_the_servers_submissions(
         assert {(a.instance_id, a.name) for a in attachments if a.status == "stored"} >= expected
         for a in attachments:
             assert a.local_path is None or a.local_path.is_file()
+
+
+# ---- publishing ----------------------------------------------------------------------
+def _posts(server: CentralStandIn) -> list[str]:
+    return [p for m, p in server.requests if m == "POST" and "/sessions" not in p]
+
+
+def test_publish_creates_then_skips_then_updates_through_a_draft(central, tmp_path: Path) -> None:
+    s = settings_for(central, tmp_path)
+    build_dir = build(tmp_path / "build", "2026010101")
+    report = central_publish(s, build_dir=build_dir)
+    assert (report.created, report.updated, report.skipped) == ([FORM_P], [], [])
+    form = central.forms[FORM_P]
+    assert [v["version"] for v in form.versions] == ["2026010101"]
+    assert form.xml == (build_dir / "roster_check.xml").read_bytes()
+    assert form.attachments["households.csv"] == (build_dir / "households.csv").read_bytes()
+    posts = _posts(central)
+    assert posts[0].startswith("/v1/projects/1/forms?") and "publish=false" in posts[0]
+    assert posts[1].endswith("/forms/roster_check/draft/attachments/households.csv")
+    assert posts[2].endswith("/forms/roster_check/draft/publish?version=2026010101")
+
+    central.requests.clear()
+    again = central_publish(s, build_dir=build_dir)
+    assert (again.created, again.updated, again.skipped) == ([], [], [FORM_P])
+    assert _posts(central) == []  # nothing sent: same version, hash and roster
+
+    build(build_dir, "2026010102", note_label="情况说明")
+    central.requests.clear()
+    report = central_publish(s, [FORM_P], build_dir=build_dir)
+    assert (report.created, report.updated, report.skipped) == ([], [FORM_P], [])
+    posts = _posts(central)
+    assert posts[0].split("?")[0].endswith("/forms/roster_check/draft")  # the new XML
+    assert posts[-1].endswith("/draft/publish?version=2026010102")
+    assert [v["version"] for v in form.versions] == ["2026010102", "2026010101"]
+    assert "情况说明".encode() in form.xml
+    assert form.attachments["households.csv"] == (build_dir / "households.csv").read_bytes()
+
+
+def test_a_changed_roster_without_a_new_version_is_refused(central, tmp_path: Path) -> None:
+    s = settings_for(central, tmp_path)
+    build_dir = build(tmp_path / "build", "2026010101")
+    central_publish(s, build_dir=build_dir)
+    build(build_dir, "2026010101", roster="name,label\nh1,示例户一\nh3,新户\n")
+    with pytest.raises(SourceError) as err:
+        central_publish(s, build_dir=build_dir)
+    assert "roster_check: households.csv changed" in str(err.value)
+    assert "raise the version" in str(err.value)
+    assert b"h3" not in central.forms[FORM_P].attachments["households.csv"]
+
+
+def test_a_form_central_rejects_is_a_clear_error_naming_it(central, tmp_path: Path) -> None:
+    s = settings_for(central, tmp_path)
+    build_dir = build(tmp_path / "build", "2026010101")
+    build(build_dir, "2026010101", form_id="broken_form", title="坏表")
+    xml = build_dir / "broken_form.xml"
+    xml.write_text(xml.read_text(encoding="utf-8")[:400], encoding="utf-8")  # cut short
+    with pytest.raises(SourceError) as err:
+        central_publish(s, build_dir=build_dir)
+    text = str(err.value)
+    assert "refused to publish broken_form" in text and "HTTP 400" in text
+    assert "Could not parse the given data" in text and "400.1" in text
+    assert PASSWORD not in text and not any(t in text for t in central.tokens)
+    assert FORM_P in central.forms  # the form before it was published
+
+
+def test_publish_needs_a_build(central, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="manyi forms build"):
+        central_publish(settings_for(central, tmp_path), build_dir=tmp_path / "nothing")
+
+
+# ---- several forms, nested structure ---------------------------------------------------
+GROUPED_XFORM = """<?xml version="1.0"?>
+<h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml"
+ xmlns:jr="http://openrosa.org/javarosa">
+<h:head><h:title>分组巡查</h:title><model><instance>
+<data id="grouped" version="1"><details><site/>
+<items jr:template=""><name/><photo/></items><items><name/><photo/></items>
+</details><meta><instanceID/></meta></data></instance>
+<bind nodeset="/data/details/site" type="string"/>
+<bind nodeset="/data/details/items/name" type="string"/>
+<bind nodeset="/data/details/items/photo" type="binary"/>
+<bind nodeset="/data/meta/instanceID" type="string" readonly="true()" jr:preload="uid"/>
+</model></h:head><h:body><group ref="/data/details"><input ref="/data/details/site"/>
+<repeat nodeset="/data/details/items"><input ref="/data/details/items/name"/>
+<upload ref="/data/details/items/photo" mediatype="image/*"/></repeat></group></h:body></h:html>
+""".encode()
+GROUPED = {
+    "details": {
+        "site": "东村",
+        "items": [{"name": "柴堆", "photo": "g1.jpg"}, {"name": "粪堆", "photo": None}],
+    },
+    "meta": {"instanceID": "uuid:g1"},
+}
+
+
+def test_several_forms_in_one_pull_each_with_its_own_cursor(central, tmp_path: Path) -> None:
+    seed_synthetic(central, "second_form", 5, photo_every=2)
+    s = settings_for(central, tmp_path)
+    report = pull(s, "central", None, policy=FAST)  # no --form: every published form
+    by_form = {f.form_id: f for f in report.forms}
+    assert list(by_form) == [FORM, "second_form"]
+    assert (by_form[FORM].new, by_form["second_form"].new) == (6, 5)
+    assert (by_form[FORM].attachments, by_form["second_form"].attachments) == (3, 3)
+    with open_store(s) as store:
+        assert (store.count(FORM), store.count("second_form")) == (6, 5)
+        assert store.cursor("central", FORM)["hwm"] != store.cursor("central", "second_form")["hwm"]
+    seed_synthetic(central, "second_form", 2, photo_every=0, start=5)
+    again = pull(s, "central", [FORM, "second_form", "no_such_form"], policy=FAST)
+    assert [(f.form_id, f.new) for f in again.forms] == [
+        (FORM, 0),
+        ("second_form", 2),
+        ("no_such_form", 0),
+    ]
+    # one form failing does not stop the others, and it says why
+    (error,) = again.errors
+    assert error.startswith("no_such_form:") and "HTTP 404" in error
+
+
+def test_a_repeat_inside_a_group(tmp_path: Path) -> None:
+    with CentralStandIn(password=PASSWORD) as server:
+        server.add_form("grouped", "1", GROUPED_XFORM)
+        server.add_submission(
+            "grouped", "uuid:g1", GROUPED, attachments={"g1.jpg": b"\xff\xd8 jpeg \xff\xd9"}
+        )
+        s = settings_for(server, tmp_path)
+        report = pull(s, "central", ["grouped"], policy=FAST)
+        assert (report.new, report.attachments) == (1, 1)
+        with open_store(s) as store:
+            (rec,) = store.records("grouped")
+            (photo,) = store.attachments("grouped")
+        assert rec.data == GROUPED
+        assert photo.name == "g1.jpg" and photo.local_path.read_bytes() == b"\xff\xd8 jpeg \xff\xd9"
+        # the record named its own file: fetched by name, the submission's files never listed
+        assert not any(p.endswith("/attachments") for _m, p in server.requests)

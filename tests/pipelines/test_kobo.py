@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
+from openpyxl import load_workbook
 
 from pipelines._http import RetryPolicy
 from pipelines.config import load_settings
 from pipelines.errors import SourceError
+from pipelines.kobo import publish as kobo_publish
 from pipelines.store import open_store
 from pipelines.sync import pull
+from tests.helpers import REPO
+from tests.pipelines._built import FORM as FORM_P
+from tests.pipelines._built import TITLE, build
 from tests.standins.central_server import Fault
 from tests.standins.kobo_server import TOKEN, KoboStandIn
 
@@ -134,3 +145,326 @@ def test_bad_token_is_one_clear_error_without_the_token(
     out, errout = capfd.readouterr()
     for text in (str(err.value), caplog.text, out, errout):
         assert bad not in text and TOKEN not in text
+
+
+# ---- publishing ----------------------------------------------------------------------
+def _writes(server: KoboStandIn) -> list[tuple[str, str]]:
+    return [(m, p.split("?")[0]) for m, p in server.requests if m != "GET"]
+
+
+def _published_asset(server: KoboStandIn) -> dict:
+    (asset,) = [a for a in server.assets.values() if a["name"] == TITLE]
+    return asset
+
+
+def test_publish_imports_deploys_then_skips_then_redeploys(kobo, tmp_path: Path) -> None:
+    s = settings_for(kobo, tmp_path)
+    build_dir = build(tmp_path / "build", "2026010101")
+    kobo.import_polls = 2  # kpi's Celery task answers "processing" first (fixture 24)
+    report = kobo_publish(s, build_dir=build_dir, policy=FAST)
+    assert (report.created, report.updated, report.skipped) == ([FORM_P], [], [])
+    asset = _published_asset(kobo)
+    uid = asset["uid"]
+    assert asset["asset_type"] == "survey"  # library=false was sent
+    assert asset["has_deployment"] and asset["deployment__active"]
+    assert asset["deployed_version_id"] == asset["version_id"]
+    assert asset["content"]["settings"]["version"] == "2026010101"
+    (media,) = kobo.asset_files[uid].values()
+    assert media["metadata"]["filename"] == "households.csv"
+    assert media["_bytes"] == (build_dir / "households.csv").read_bytes()
+    assert _writes(kobo) == [
+        ("POST", "/api/v2/imports/"),
+        ("POST", f"/api/v2/assets/{uid}/files/"),
+        ("POST", f"/api/v2/assets/{uid}/deployment/"),
+    ]
+    polls = [p for m, p in kobo.requests if p.startswith("/api/v2/imports/i")]
+    assert len(polls) == 3
+
+    kobo.requests.clear()
+    again = kobo_publish(s, build_dir=build_dir, policy=FAST)
+    assert (again.created, again.updated, again.skipped) == ([], [], [FORM_P])
+    assert _writes(kobo) == []
+
+    first_version = asset["deployed_version_id"]
+    build(build_dir, "2026010102", note_label="情况说明")
+    kobo.requests.clear()
+    report = kobo_publish(s, [FORM_P], build_dir=build_dir, policy=FAST)
+    assert (report.created, report.updated, report.skipped) == ([], [FORM_P], [])
+    assert _writes(kobo) == [
+        ("POST", "/api/v2/imports/"),
+        ("PATCH", f"/api/v2/assets/{uid}/deployment/"),
+    ]
+    assert len(kobo.assets) == 2  # the same project, replaced (destination), not a new one
+    assert asset["deployed_version_id"] != first_version
+    assert asset["deployed_version_id"] == asset["version_id"]
+    assert [v["uid"] for v in asset["deployed_versions"]["results"]][1] == first_version
+    assert asset["content"]["settings"]["version"] == "2026010102"
+
+
+def test_a_changed_roster_is_replaced_and_redeployed(kobo, tmp_path: Path) -> None:
+    s = settings_for(kobo, tmp_path)
+    build_dir = build(tmp_path / "build", "2026010101")
+    kobo_publish(s, build_dir=build_dir, policy=FAST)
+    uid = _published_asset(kobo)["uid"]
+    (old,) = kobo.asset_files[uid]
+    build(build_dir, "2026010101", roster="name,label\nh1,示例户一\nh3,新户\n")
+    kobo.requests.clear()
+    report = kobo_publish(s, build_dir=build_dir, policy=FAST)
+    assert report.updated == [FORM_P]
+    assert _writes(kobo) == [  # no new import: the form itself did not change
+        ("DELETE", f"/api/v2/assets/{uid}/files/{old}/"),
+        ("POST", f"/api/v2/assets/{uid}/files/"),
+        ("PATCH", f"/api/v2/assets/{uid}/deployment/"),
+    ]
+    (media,) = kobo.asset_files[uid].values()
+    assert "新户".encode() in media["_bytes"]
+
+
+def test_a_form_changed_on_the_server_is_published_again(kobo, tmp_path: Path) -> None:
+    s = settings_for(kobo, tmp_path)
+    build_dir = build(tmp_path / "build", "2026010101")
+    kobo_publish(s, build_dir=build_dir, policy=FAST)
+    asset = _published_asset(kobo)
+    asset["version_id"] = "vEditedInTheFormBuilder0"  # someone edited and redeployed it
+    kobo.deploy(asset["uid"], True)
+    report = kobo_publish(s, build_dir=build_dir, policy=FAST)
+    assert report.updated == [FORM_P]
+    assert asset["deployed_version_id"] not in ("vEditedInTheFormBuilder0",)
+
+
+def test_kobo_rejections_name_the_form(kobo, tmp_path: Path) -> None:
+    s = settings_for(kobo, tmp_path)
+    build_dir = build(tmp_path / "build", "2026010101")
+    (build_dir / "roster_check.xlsx").write_bytes(b"not a workbook")
+    with pytest.raises(SourceError) as err:
+        kobo_publish(s, build_dir=build_dir, policy=FAST)
+    assert "could not import roster_check" in str(err.value)
+    assert "XlsFormatException: Unsupported format, or corrupt file" in str(err.value)
+
+    build(build_dir, "2026010101")
+    book = load_workbook(build_dir / "roster_check.xlsx")
+    survey = book["survey"]
+    for cell in survey[3][2:4]:  # the labels of `note`
+        cell.value = None
+    book.save(build_dir / "roster_check.xlsx")
+    with pytest.raises(SourceError) as err:
+        kobo_publish(s, build_dir=build_dir, policy=FAST)
+    text = str(err.value)
+    assert "refused to deploy roster_check" in text
+    assert "The survey element named 'note' has no label or hint." in text
+    assert TOKEN not in text
+
+
+def test_a_form_published_to_kobo_is_pulled_by_its_form_id(kobo, tmp_path: Path) -> None:
+    s = settings_for(kobo, tmp_path)
+    build_dir = build(tmp_path / "build", "2026010101")
+    kobo_publish(s, build_dir=build_dir, policy=FAST)
+    uid = _published_asset(kobo)["uid"]
+    kobo.add_submission(uid, {"household": "h1", "note": "已核查"})
+    report = pull(s, "kobo", [FORM_P], policy=FAST)
+    assert report.new == 1
+    with open_store(s) as store:
+        (rec,) = store.records(FORM_P)
+    assert rec.data == {
+        "household": "h1",
+        "note": "已核查",
+        "meta": {"instanceID": rec.instance_id},
+    }
+    # with no --form, the project is listed under its form id too
+    assert pull(s, "kobo", None, policy=FAST).forms[-1].form_id == FORM_P
+
+
+# ---- several forms, nested structure, reliability --------------------------------------
+def test_several_forms_and_a_repeat_inside_a_group(kobo, tmp_path: Path) -> None:
+    kobo.add_asset("aGroupedForm0000000000", "grouped")
+    kobo.add_submission(ASSET, answers(1))
+    row = kobo.add_submission(
+        "aGroupedForm0000000000",
+        {
+            "details/site": "东村",
+            "details/items": [
+                {"details/items/name": "柴堆", "details/items/photo": "g1.jpg"},
+                {"details/items/name": "粪堆"},
+            ],
+        },
+        files={"g1.jpg": b"\xff\xd8 jpeg \xff\xd9"},
+    )
+    s = settings_for(kobo, tmp_path)
+    report = pull(s, "kobo", ["sanitation_sweep", "grouped"], policy=FAST)
+    assert [(f.form_id, f.new, f.attachments) for f in report.forms] == [
+        ("sanitation_sweep", 1, 0),
+        ("grouped", 1, 1),
+    ]
+    with open_store(s) as store:
+        (rec,) = store.records("grouped")
+        assert store.cursor("kobo", "grouped") == {"last_id": row["_id"]}
+    # the same canonical shape as Central's (tests/pipelines/test_central.py GROUPED)
+    assert rec.data == {
+        "details": {
+            "site": "东村",
+            "items": [{"name": "柴堆", "photo": "g1.jpg"}, {"name": "粪堆"}],
+        },
+        "meta": {"instanceID": rec.instance_id},
+    }
+
+
+def test_kobo_gives_up_after_a_bounded_time_with_a_clear_error(kobo, tmp_path: Path) -> None:
+    kobo.add_submission(ASSET, answers(1))
+    kobo.faults.append(Fault("status", path_contains="/data/", times=10_000, status=502))
+    started = time.monotonic()
+    with pytest.raises(SourceError) as err:
+        pull(
+            settings_for(kobo, tmp_path),
+            "kobo",
+            ["sanitation_sweep"],
+            policy=RetryPolicy(max_seconds=2, base_delay=0.1),
+        )
+    assert time.monotonic() - started < 10
+    text = str(err.value)
+    assert "KoboToolbox did not answer" in text and "HTTP 502" in text and kobo.url in text
+    assert TOKEN not in text
+
+
+KILL_SCRIPT = """
+from pipelines.config import load_settings
+from pipelines.sync import pull
+pull(load_settings(), "kobo", ["kill_form"], page_size=4)
+print("finished", flush=True)
+"""
+
+
+def test_sigkill_mid_pull_then_rerun_gives_exactly_the_servers_submissions(
+    tmp_path: Path,
+) -> None:
+    with KoboStandIn() as server:
+        server.add_asset("aKillForm000000000000", "kill_form")
+        rows = [
+            server.add_submission(
+                "aKillForm000000000000",
+                answers(i),
+                files={f"k{i}.jpg": b"jpg%d" % i} if i % 3 == 0 else None,
+            )
+            for i in range(40)
+        ]
+        server.page_delay = 0.05
+        env = dict(
+            os.environ,
+            MANYI_DATA_DIR=str(tmp_path / "data"),
+            MANYI_KOBO_URL=server.url,
+            MANYI_KOBO_TOKEN=TOKEN,
+            PYTHONPATH=str(REPO),
+        )
+        kills = 0
+        for delay in (0.3, 0.5, 0.7, 0.9, 1.2, 1.5):
+            proc = subprocess.Popen(
+                [sys.executable, "-c", KILL_SCRIPT],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(delay)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.communicate(timeout=60)
+            if delay == 0.7:
+                # edits, hard deletions and new submissions between killed runs
+                server.edit("aKillForm000000000000", rows[1]["_id"], **{"details/note": "改"})
+                server.delete("aKillForm000000000000", rows[2]["_id"])
+                for i in range(40, 45):
+                    server.add_submission("aKillForm000000000000", answers(i))
+        assert kills >= 3
+        rerun = subprocess.run(
+            [sys.executable, "-c", KILL_SCRIPT],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert "finished" in rerun.stdout
+        s = load_settings({"data_dir": tmp_path / "data"}, env={})
+        with open_store(s) as store:
+            live = {r.instance_id: r for r in store.records("kill_form")}
+            total = store.db.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT instance_id) FROM submissions"
+            ).fetchone()
+            stored = {
+                (a.instance_id, a.name)
+                for a in store.attachments("kill_form")
+                if a.status == "stored"
+            }
+        assert set(live) == server.live_root_uuids("aKillForm000000000000")
+        assert total == (45, 45)  # 44 live + 1 deleted kept as flagged, none duplicated
+        assert live[rows[1]["meta/rootUuid"]].data["details"]["note"] == "改"
+        expected = {
+            (r["meta/rootUuid"], a["media_file_basename"])
+            for r in server.data["aKillForm000000000000"]
+            for a in r["_attachments"]
+        }
+        assert stored == expected
+
+
+def _fixture(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text())["response"]
+
+
+def test_the_stand_in_answers_publishing_calls_as_the_kpi_fixtures(kobo) -> None:
+    """Fixtures 04, 05/24/26, 06, 29 and 30: statuses, key sets and error bodies."""
+    http = requests.Session()
+    http.headers["Authorization"] = f"Token {TOKEN}"
+    base = f"{kobo.url}/api/v2"
+    bad = http.post(
+        f"{base}/imports/", files={"file": ("x.xlsx", b"junk")}, data={"library": "false"}
+    )
+    assert bad.status_code == _fixture("04_import_create.json")["status"] == 201
+    assert list(bad.json()) == list(_fixture("04_import_create.json")["body"])
+    status = http.get(bad.json()["url"]).json()
+    assert list(status) == list(_fixture("24_import_status_processing.json")["body"])
+    status = http.get(bad.json()["url"]).json()
+    assert status["messages"] == _fixture("26_import_status_error.json")["body"]["messages"]
+
+    deployed = http.post(f"{base}/assets/{ASSET}/deployment/", json={"active": True})
+    expected = _fixture("29_error_deployment_post_when_deployed.json")
+    assert (deployed.status_code, deployed.json()) == (expected["status"], expected["body"])
+
+    kobo.add_asset("aDraft0000000000000000", "draft")
+    kobo.assets["aDraft0000000000000000"].update(
+        has_deployment=False,
+        content={"survey": [{"type": "integer", "name": "Enter_an_int_number"}], "settings": {}},
+    )
+    early = http.patch(f"{base}/assets/aDraft0000000000000000/deployment/", json={"active": True})
+    assert (early.status_code, early.json()) == (
+        405,
+        {"detail": "Use POST to create a new deployment"},
+    )
+    invalid = http.post(f"{base}/assets/aDraft0000000000000000/deployment/", json={"active": True})
+    expected = _fixture("30_error_deployment_xlsform_invalid.json")
+    assert (invalid.status_code, invalid.json()) == (expected["status"], expected["body"])
+    anonymous = requests.post(f"{base}/imports/", files={"file": ("x.xlsx", b"junk")}, timeout=10)
+    expected = _fixture("21_error_no_auth_import_create.json")
+    assert (anonymous.status_code, anonymous.json()) == (expected["status"], expected["body"])
+
+
+def test_a_deployment_made_meanwhile_is_redeployed_not_refused(kobo, tmp_path: Path) -> None:
+    """POST deployment → 405 (someone deployed it since we looked): PATCH instead."""
+    s = settings_for(kobo, tmp_path)
+    build_dir = build(tmp_path / "build", "2026010101")
+
+    def deploy_first(method: str, path: str) -> None:
+        if method == "POST" and path.endswith("/deployment/"):
+            uid = path.split("/")[4]
+            if not kobo.assets[uid]["has_deployment"]:
+                kobo.deploy(uid, True)
+
+    kobo.before = deploy_first
+    report = kobo_publish(s, build_dir=build_dir, policy=FAST)
+    assert report.created == [FORM_P]
+    uid = _published_asset(kobo)["uid"]
+    assert _writes(kobo)[-2:] == [
+        ("POST", f"/api/v2/assets/{uid}/deployment/"),
+        ("PATCH", f"/api/v2/assets/{uid}/deployment/"),
+    ]

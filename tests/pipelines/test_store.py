@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.records import Quarantined, Record, geojson_to_xform, utc_text
-from pipelines.store import Store, safe_name
+from pipelines.store import MIGRATIONS, Published, Store, safe_name
 
 
 def rec(iid: str, note: str = "a", **kw) -> Record:
@@ -71,11 +71,34 @@ def test_wal_and_versioned_migrations(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     Store(path, tmp_path).close()
     again = Store(path, tmp_path)  # reopening applies nothing twice
-    assert again.schema_version == 1
+    assert again.schema_version == len(MIGRATIONS) == 2
     again.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 1
+    assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 2
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
+    for statement in MIGRATIONS[0]:
+        db.execute(statement)
+    db.execute("INSERT INTO schema_migrations VALUES (1, '2026-01-01T00:00:00.000Z')")
+    db.commit()
+    db.close()
+    with Store(path, tmp_path) as store:
+        assert store.schema_version == 2
+        store.note_published(Published("kobo", "f", "aUID", "1", "md5", {"r.csv": "x"}, "v1"))
+        assert store.published("kobo")["f"].media == {"r.csv": "x"}
+
+
+def test_a_page_repeating_a_row_counts_it_once(store: Store) -> None:
+    counts = store.write_page("central", "f", [rec("a"), rec("a"), rec("b")])
+    assert (counts.new, counts.unchanged) == (2, 1)
+    counts = store.write_page("central", "f", [rec("a", "x"), rec("a", "x")])
+    assert (counts.updated, counts.unchanged) == (1, 1)
+    assert store.count("f") == 2
 
 
 def test_attachments_are_content_addressed_and_names_cannot_escape(

@@ -9,7 +9,15 @@
   unparseable → 400.18); ``$expand=*`` inlines repeats (rows with ``__id``, no parent key);
   ``Submissions.<repeat>`` tables with ``__Submissions-id``; geopoints as GeoJSON.
   Deleted submissions are left out unless the filter mentions ``__system/deletedAt``.
-* Attachments list/download, forms create/draft/publish/versions.
+* Attachments list/download, forms create/draft/publish/versions. Publishing as Central
+  does it: ``POST …/forms?publish=false`` or ``POST …/draft`` (bad XML → 400.1 "Could not
+  parse the given data (N chars) as xml."), ``POST …/draft/attachments/<name>`` only for
+  files the XML refers to (``jr://file-csv/…``; pyodk sends them chunked), ``POST
+  …/draft/publish?version=`` (an existing version → 409.6; another version rewrites the
+  XML). A published form's files: ``GET …/attachments`` and ``…/attachments/<name>`` with
+  the md5 as ETag and 304 for a matching ``If-None-Match``.
+* ``GET …/fields?odata=true`` derived from the XForm's binds (``binary`` for file fields).
+* A repeat inside a group stays inside it (navigation link, and rows with ``$expand=*``).
 * Faults for tests: status (5xx, 429 + Retry-After), delay (a timeout), connection reset,
   a page sent twice, per-request hooks.
 """
@@ -242,7 +250,7 @@ class CentralStandIn:
 
     # ---- OData rendering -----------------------------------------------------------
     def entity(self, sub: Sub, expand: bool) -> dict[str, Any]:
-        out = dict(sub.fields)
+        out = _inner_repeats(sub, sub.fields, (), expand)
         out["__id"] = sub.instance_id
         present = sum(1 for v in sub.attachments.values() if v is not None)
         out["__system"] = {
@@ -268,6 +276,32 @@ class CentralStandIn:
             if expand:
                 out[name] = [dict(r, __id=_repeat_id(sub, name, i)) for i, r in enumerate(rows)]
         return out
+
+
+def _inner_repeats(
+    sub: Sub, value: dict[str, Any], path: tuple[str, ...], expand: bool
+) -> dict[str, Any]:
+    """A repeat inside a group stays inside it: a navigation link to
+    ``Submissions('<id>')/<group>/<repeat>`` and, with ``$expand=*``, its rows with ``__id``."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        where = (*path, key)
+        if path and isinstance(item, list) and item and all(isinstance(r, dict) for r in item):
+            link = f"Submissions('{quote(sub.instance_id, safe='')}')/" + "/".join(where)
+            if expand:
+                out[key] = [
+                    dict(
+                        _inner_repeats(sub, r, where, expand),
+                        __id=_repeat_id(sub, "/".join(where), i),
+                    )
+                    for i, r in enumerate(item)
+                ]
+            out[f"{key}@odata.navigationLink"] = link
+        elif isinstance(item, dict) and "coordinates" not in item:
+            out[key] = _inner_repeats(sub, item, where, expand)
+        else:
+            out[key] = item
+    return out
 
 
 def _repeat_id(sub: Sub, name: str, i: int) -> str:
@@ -503,6 +537,17 @@ def _make_handler(central: CentralStandIn) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
 
         def _body(self) -> bytes:
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                # pyodk streams attachment uploads with Transfer-Encoding: chunked
+                data = b""
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass
+                        return data
+                    data += self.rfile.read(size)
+                    self.rfile.readline()
             n = int(self.headers.get("Content-Length") or 0)
             return self.rfile.read(n) if n else b""
 
@@ -620,34 +665,72 @@ def _make_handler(central: CentralStandIn) -> type[BaseHTTPRequestHandler]:
                 return None
             tail = rest[2:]
             if tail == [] and method == "GET":
-                return (200, form.versions[0]) if form.versions else (200, form.draft)
+                shown = form.versions[0] if form.versions else form.draft
+                return 200, {k: v for k, v in (shown or {}).items() if not k.startswith("_")}
             if tail == ["versions"]:
                 return 200, form.versions
+            if tail == ["fields"] and form.xml:
+                return 200, _fields(form.xml)
+            if tail == ["attachments"] and method == "GET" and form.versions:
+                return 200, [
+                    {"name": n, "type": _attachment_type(n), "exists": n in form.attachments}
+                    for n in _declared_files(form.xml)
+                ]
+            if tail[:1] == ["attachments"] and len(tail) == 2 and method == "GET":
+                data = form.attachments.get(tail[1])
+                if data is None:
+                    return None
+                etag = f'"{hashlib.md5(data).hexdigest()}"'  # noqa: S324 - Central's ETag is md5
+                if self.headers.get("If-None-Match") == etag:
+                    return 304, b"", {"ETag": etag}
+                return 200, data, {"Content-Type": "text/csv", "ETag": etag}
             if tail == ["draft"] and method == "POST":
                 xml = self._body() or form.xml
-                form.draft = central._form_json(form.form_id, _xml_version(xml), xml, "")
+                try:
+                    version = _xml_version(xml)
+                except ET.ParseError:
+                    return _unparseable(xml)
+                form.draft = central._form_json(form.form_id, version, xml, "")
+                form.draft["publishedAt"] = None
                 form.draft["_xml"] = xml.decode("utf-8")
                 form.draft["_attachments"] = {}
                 return 200, {"success": True}
             if tail == ["draft"] and method == "GET" and form.draft:
                 return 200, {k: v for k, v in form.draft.items() if not k.startswith("_")}
             if tail[:2] == ["draft", "attachments"] and len(tail) == 3 and method == "POST":
-                if not form.draft:
+                body = self._body()
+                # Central only takes files the form's XML refers to (jr://file…/<name>)
+                if not form.draft or tail[2] not in _declared_files(form.draft["_xml"].encode()):
                     return None
-                form.draft["_attachments"][tail[2]] = self._body()
+                form.draft["_attachments"][tail[2]] = body
                 return 200, {"success": True}
             if tail == ["draft", "publish"] and method == "POST":
                 if not form.draft:
                     return None
                 draft = form.draft
+                xml = draft["_xml"].encode("utf-8")
                 version = q.get("version") or draft["version"]
                 if any(v["version"] == version for v in form.versions):
-                    return _error(409, 409.6, "The form version you have uploaded already exists")
-                xml = draft["_xml"].encode("utf-8")
-                info = central._form_json(form.form_id, version, xml, draft["name"])
+                    return _error(
+                        409,
+                        409.6,
+                        f"You tried to publish the form '{form.form_id}' with version "
+                        f"'{version}', but a published form has already existed in this "
+                        "project with those identifiers.",
+                    )
+                if version != draft["version"]:  # ?version= rewrites the XML in place
+                    xml = xml.replace(
+                        f'version="{draft["version"]}"'.encode(), f'version="{version}"'.encode(), 1
+                    )
+                name = _xml_title(xml) or draft["name"]
+                info = central._form_json(form.form_id, version, xml, name)
                 form.versions.insert(0, info)
                 form.xml = xml
-                form.attachments = draft["_attachments"]
+                form.attachments = {
+                    n: b
+                    for n, b in {**form.attachments, **draft["_attachments"]}.items()
+                    if n in _declared_files(xml)
+                }
                 form.draft = None
                 return 200, {"success": True}
             if tail[:1] == ["submissions"] and len(tail) >= 2:
@@ -677,13 +760,15 @@ def _make_handler(central: CentralStandIn) -> type[BaseHTTPRequestHandler]:
             try:
                 root = ET.fromstring(xml)  # noqa: S314
             except ET.ParseError:
-                return _error(400, 400.1, "Could not parse the given data.")
+                return _unparseable(xml)
             form_id = _xml_form_id(root)
+            if not form_id:
+                return _error(400, 400.2, "Required parameter form ID missing.")
             if form_id in central.forms:
                 return _error(
                     409, 409.3, f"A resource already exists with xmlFormId value(s) of {form_id}."
                 )
-            title = root.findtext(".//{http://www.w3.org/1999/xhtml}title") or form_id
+            title = _xml_title(xml) or form_id
             form = Form(form_id)
             central.forms[form_id] = form
             info = central._form_json(form_id, _xml_version(xml), xml, title)
@@ -770,6 +855,72 @@ def _make_handler(central: CentralStandIn) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _unparseable(xml: bytes) -> tuple[int, dict[str, Any]]:
+    n = len(xml.decode("utf-8", "replace"))
+    return _error(400, 400.1, f"Could not parse the given data ({n} chars) as xml.")
+
+
+_FILE_REF = re.compile(rb"jr://file(?:-csv)?/([^\"'<\s]+)")
+
+
+def _declared_files(xml: bytes) -> list[str]:
+    """Media the XForm refers to (``jr://file/x.jpg``, ``jr://file-csv/x.csv``)."""
+    return list(dict.fromkeys(m.decode() for m in _FILE_REF.findall(xml)))
+
+
+def _attachment_type(name: str) -> str:
+    return "file" if name.endswith(".csv") else "image"
+
+
+def _xml_title(xml: bytes) -> str:
+    try:
+        root = ET.fromstring(xml)  # noqa: S314
+    except ET.ParseError:
+        return ""
+    return root.findtext(".//{http://www.w3.org/1999/xhtml}title") or ""
+
+
+def _fields(xml: bytes) -> list[dict[str, Any]]:
+    """``GET …/fields?odata=true``: one entry per bound node, as Central derives it."""
+    root = ET.fromstring(xml)  # noqa: S314
+    instance = next(iter(next(root.iter("{http://www.w3.org/2002/xforms}instance"))), None)
+    if instance is None:
+        return []
+    repeats = {el.get("nodeset", "") for el in root.iter("{http://www.w3.org/2002/xforms}repeat")}
+    binds = {
+        el.get("nodeset", ""): el.get("type", "string")
+        for el in root.iter("{http://www.w3.org/2002/xforms}bind")
+    }
+    base = "/" + instance.tag.rsplit("}", 1)[-1]
+    out: list[dict[str, Any]] = []
+
+    def walk(el: ET.Element, path: str) -> None:
+        for child in el:
+            name = child.tag.rsplit("}", 1)[-1]
+            full = f"{path}/{name}"
+            if any(o["path"] == full[len(base) :] for o in out):
+                continue  # a repeat's template and its first row
+            kind = binds.get(full, "string")
+            if full in repeats:
+                kind = "repeat"
+            elif len(child):
+                kind = "structure"
+            out.append(
+                {
+                    "path": full[len(base) :],
+                    "name": name,
+                    "type": kind,
+                    "binary": True if kind == "binary" else None,
+                    "selectMultiple": None,
+                }
+            )
+            if len(child):
+                walk(child, full)
+
+    walk(instance, base)
+    return out
+
+
 def _xml_form_id(root: ET.Element) -> str:
     for inst in root.iter("{http://www.w3.org/2002/xforms}instance"):
         for child in inst:
@@ -785,6 +936,30 @@ def _xml_version(xml: bytes) -> str:
     return ""
 
 
+def synthetic_xform(form_id: str, version: str) -> bytes:
+    """A small sanitation-sweep-like XForm: a ``piles`` repeat with a binary ``photo``."""
+    return f"""<?xml version="1.0"?>
+<h:html xmlns="http://www.w3.org/2002/xforms" xmlns:h="http://www.w3.org/1999/xhtml"
+ xmlns:jr="http://openrosa.org/javarosa" xmlns:odk="http://www.opendatakit.org/xforms">
+<h:head><h:title>{form_id}</h:title><model odk:xforms-version="1.0.0"><instance>
+<data id="{form_id}" version="{version}"><village/><location/><pile_count/>
+<piles jr:template=""><pile_type/><photo/></piles><piles><pile_type/><photo/></piles>
+<cleared/><note/><meta><instanceID/><instanceName/></meta></data></instance>
+<bind nodeset="/data/village" type="string" required="true()"/>
+<bind nodeset="/data/location" type="geopoint"/>
+<bind nodeset="/data/pile_count" type="int"/>
+<bind nodeset="/data/piles/pile_type" type="string"/>
+<bind nodeset="/data/piles/photo" type="binary"/>
+<bind nodeset="/data/cleared" type="string"/>
+<bind nodeset="/data/note" type="string"/>
+<bind nodeset="/data/meta/instanceID" type="string" readonly="true()" jr:preload="uid"/>
+<bind nodeset="/data/meta/instanceName" type="string"/>
+</model></h:head>
+<h:body><group ref="/data/piles"><repeat nodeset="/data/piles">
+<input ref="/data/piles/pile_type"/><upload ref="/data/piles/photo" mediatype="image/*"/>
+</repeat></group></h:body></h:html>""".encode()
+
+
 def seed_synthetic(
     central: CentralStandIn,
     form_id: str,
@@ -796,7 +971,7 @@ def seed_synthetic(
     """Add ``n`` sanitation-sweep-like submissions, each with 1–3 pile rows; every
     ``photo_every``-th carries a small photo. Returns their instance ids."""
     if form_id not in central.forms:
-        central.add_form(form_id, version, f'<h:html><data id="{form_id}"/></h:html>'.encode())
+        central.add_form(form_id, version, synthetic_xform(form_id, version), form_id)
     ids = []
     for i in range(start, start + n):
         iid = f"uuid:00000000-0000-4000-8000-{i:012d}"

@@ -11,21 +11,44 @@
   as lists of full-path dicts.
 * Edits keep ``_id``/``_submission_time``/``meta/rootUuid``, change ``_uuid`` and set
   ``meta/deprecatedID``; deletions are hard. Attachments download under ``…/attachments/<uid>/``.
+* Publishing (README §6, fixtures 04–06 and 24–30): ``POST /api/v2/imports/`` (multipart:
+  ``file``, ``library``, ``name``, ``destination``) → 201 ``processing``; the task stays
+  ``processing`` for ``import_polls`` polls, then ``complete`` with ``messages.created`` (or
+  ``updated`` and ``audit_logs`` with a destination), or ``error`` with
+  ``XlsFormatException`` for a file that is not an XLSForm workbook. Without
+  ``library=false`` the upload becomes a library ``block``. An import makes a new draft
+  ``version_id``; ``POST …/deployment/`` deploys (200; 405 once deployed), ``PATCH`` with
+  the current ``version_id`` redeploys (405 before any deployment, 500 for another version
+  id). A survey row with no label → 400 ``{"error": "The survey element named '…' has no
+  label or hint."}``. Form media: ``GET/POST …/files/`` (``base64Encoded`` plus
+  ``metadata.filename``; ``metadata.hash`` = ``md5:<hex>``; a repeated name or a CSV name
+  with spaces → 400) and ``DELETE …/files/<uid>/`` → 204.
 * The same faults as the Central stand-in.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
+import random
 import socket
+import string
 import struct
 import threading
 import time
 import uuid
+import zipfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from openpyxl import load_workbook
 
 from tests.standins.central_server import Fault
 
@@ -50,10 +73,15 @@ class KoboStandIn:
         self.files: dict[str, tuple[str, bytes]] = {}  # attachment uid → (mimetype, bytes)
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
+        self.before: Callable[[str, str], None] | None = None  # hook(method, path)
         self._next_id = 16
         self._clock = datetime(2026, 11, 29, 0, 0, 0, tzinfo=UTC)
         self._lock = threading.RLock()
         self._last_page: dict[str, bytes] = {}
+        self.imports: dict[str, dict[str, Any]] = {}  # import uid → task
+        self.import_polls = 1  # polls answered "processing" before an import completes
+        self.page_delay = 0.0  # seconds each /data/ page takes, to give a pull some length
+        self.asset_files: dict[str, dict[str, dict[str, Any]]] = {}  # asset → file uid → file
         self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -73,6 +101,7 @@ class KoboStandIn:
     # ---- data --------------------------------------------------------------------
     def add_asset(self, uid: str, name: str, version: str = "vHNo5vFh3KoB7LWhucUkFy") -> None:
         self.assets[uid] = {
+            "url": f"{self.url}/api/v2/assets/{uid}/",
             "uid": uid,
             "name": name,
             "asset_type": "survey",
@@ -82,8 +111,70 @@ class KoboStandIn:
             "deployment_status": "deployed",
             "deployment__active": True,
             "deployed_versions": {"count": 1, "results": [{"uid": version}]},
+            "content": {"survey": [], "settings": {}},
         }
         self.data[uid] = []
+        self.asset_files[uid] = {}
+
+    # ---- publishing --------------------------------------------------------------
+    def _import_done(self, task: dict[str, Any]) -> None:
+        """What kpi's Celery task does: read the workbook, create or replace the asset."""
+        fields = task.pop("_fields")
+        try:
+            content = _xlsform_content(fields["file"][1])
+        except ValueError as e:
+            task["status"] = "error"
+            task["messages"] = {"error_type": "XlsFormatException", "error": str(e)}
+            return
+        library = fields.get("library", (None, b"true"))[1].decode() not in ("false", "False")
+        title = content["settings"].get("form_title") or fields.get("name", (None, b""))[1].decode()
+        version = _kpi_uid("v")
+        destination = fields.get("destination", (None, b""))[1].decode()
+        if destination:
+            uid = destination.rstrip("/").rsplit("/", 1)[-1]
+            asset = self.assets[uid]
+            asset.update(name=title, version_id=version, content=content)
+            task["messages"] = {
+                "audit_logs": [{"asset_uid": uid, "latest_version_uid": version}],
+                "updated": [{"uid": uid, "kind": "asset", "owner__username": self.username}],
+            }
+        else:
+            uid = _kpi_uid("a")
+            self.add_asset(uid, title, version)
+            self.assets[uid].update(
+                asset_type="block" if library else "survey",
+                has_deployment=False,
+                deployed_version_id=None,
+                deployment_status="draft",
+                deployment__active=False,
+                deployed_versions={"count": 0, "results": []},
+                content=content,
+            )
+            task["messages"] = {
+                "created": [{"uid": uid, "kind": "asset", "owner__username": self.username}]
+            }
+        task["status"] = "complete"
+
+    def deploy(self, uid: str, active: bool) -> dict[str, Any]:
+        asset = self.assets[uid]
+        asset.update(
+            has_deployment=True,
+            deployed_version_id=asset["version_id"],
+            deployment__active=active,
+            deployment_status="deployed" if active else "archived",
+        )
+        versions = asset["deployed_versions"]["results"]
+        if not versions or versions[0]["uid"] != asset["version_id"]:
+            versions.insert(
+                0, {"uid": asset["version_id"], "version_number": str(len(versions) + 1)}
+            )
+        asset["deployed_versions"]["count"] = len(versions)
+        return {
+            "backend": "openrosa",
+            "active": active,
+            "version_id": asset["version_id"],
+            "asset": asset,
+        }
 
     def add_submission(
         self,
@@ -144,6 +235,85 @@ class KoboStandIn:
 
     def live_root_uuids(self, asset: str) -> set[str]:
         return {r["meta/rootUuid"] for r in self.data[asset]}
+
+
+def _kpi_uid(prefix: str) -> str:
+    return prefix + "".join(random.choices(string.ascii_letters + string.digits, k=21))
+
+
+_LABEL_FREE = {
+    "begin_group",
+    "end_group",
+    "begin_repeat",
+    "end_repeat",
+    "begin group",
+    "end group",
+    "begin repeat",
+    "end repeat",
+    "calculate",
+    "start",
+    "end",
+    "today",
+    "deviceid",
+    "username",
+    "audit",
+    "hidden",
+    "phonenumber",
+    "simserial",
+    "subscriberid",
+}
+
+
+def _xlsform_content(data: bytes) -> dict[str, Any]:
+    """The survey rows and settings of an XLSForm workbook, as kpi's ``content`` keeps them."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise ValueError("Unsupported format, or corrupt file")
+    try:
+        book = load_workbook(io.BytesIO(data), read_only=True)
+    except Exception:
+        raise ValueError("Unsupported format, or corrupt file") from None
+    sheets = {ws.title.strip().lower(): ws for ws in book.worksheets}
+    if "survey" not in sheets:
+        raise ValueError("Unsupported format, or corrupt file")
+
+    def rows(ws: Any) -> list[dict[str, Any]]:
+        it = ws.iter_rows(values_only=True)
+        header = [str(h).strip() if h is not None else "" for h in next(it, ())]
+        return [
+            {h: v for h, v in zip(header, r, strict=False) if h and v not in (None, "")}
+            for r in it
+            if any(v not in (None, "") for v in r)
+        ]
+
+    survey = rows(sheets["survey"])
+    settings = (
+        rows(sheets["settings"])[0] if "settings" in sheets and rows(sheets["settings"]) else {}
+    )
+    return {"schema": "1", "survey": survey, "settings": settings}
+
+
+def _unlabelled(content: dict[str, Any]) -> str | None:
+    """The first question kpi's deployment would reject for having no label or hint."""
+    for row in content.get("survey", []):
+        kind = str(row.get("type", "")).strip()
+        if not kind or kind in _LABEL_FREE or not row.get("name"):
+            continue
+        if not any(str(k).startswith(("label", "hint")) for k in row):
+            return str(row["name"])
+    return None
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """name → (filename, bytes) from a multipart/form-data body."""
+    message = BytesParser(policy=HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    out: dict[str, tuple[str | None, bytes]] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            out[str(name)] = (part.get_filename(), part.get_payload(decode=True) or b"")
+    return out
 
 
 def _matches(row: dict[str, Any], query: dict[str, Any]) -> bool:
@@ -218,23 +388,53 @@ def _handler(kobo: KoboStandIn) -> type[BaseHTTPRequestHandler]:
                     return True
             return False
 
-        def do_GET(self) -> None:
-            kobo.requests.append(("GET", self.path))
-            if self._fault():
-                return
+        def _user(self) -> bool | None:
+            """True for the right token, False for a wrong one, None for no credentials."""
             auth = self.headers.get("Authorization", "")
-            user = auth[6:].strip() == kobo.token if auth.lower().startswith("token ") else None
+            return auth[6:].strip() == kobo.token if auth.lower().startswith("token ") else None
+
+        def _body(self) -> bytes:
+            n = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(n) if n else b""
+
+        def _begin(self, method: str) -> tuple[bool | None, list[str], dict[str, str]] | None:
+            kobo.requests.append((method, self.path))
+            if kobo.before:
+                kobo.before(method, self.path)
+            if self._fault():
+                return None
+            user = self._user()
             if user is False:
+                self._body()
                 self._send(401, {"detail": "Invalid token."}, extra={"WWW-Authenticate": "Session"})
-                return
+                return None
             split = urlsplit(self.path)
-            segs = [unquote(s) for s in split.path.strip("/").split("/")]
-            q = dict(parse_qsl(split.query, keep_blank_values=True))
+            segs = [unquote(x) for x in split.path.strip("/").split("/")]
+            return user, segs, dict(parse_qsl(split.query, keep_blank_values=True))
+
+        def do_GET(self) -> None:
+            begun = self._begin("GET")
+            if begun is None:
+                return
+            user, segs, q = begun
+            split = urlsplit(self.path)
             if segs == ["api", "v2", "assets"]:
                 results = list(kobo.assets.values()) if user else []
                 self._send(
                     200, {"count": len(results), "next": None, "previous": None, "results": results}
                 )
+                return
+            if segs[:3] == ["api", "v2", "imports"] and len(segs) == 4 and user:
+                task = kobo.imports.get(segs[3])
+                if task is None:
+                    self._send(404, {"detail": "Not found."})
+                    return
+                with kobo._lock:
+                    if task["status"] == "processing":
+                        task["_polls"] += 1
+                        if task["_polls"] > kobo.import_polls:
+                            kobo._import_done(task)
+                self._send(200, {k: v for k, v in task.items() if not k.startswith("_")})
                 return
             if segs[:3] != ["api", "v2", "assets"] or len(segs) < 4:
                 self._send(404, {"detail": "Not found."})
@@ -246,7 +446,34 @@ def _handler(kobo: KoboStandIn) -> type[BaseHTTPRequestHandler]:
             if len(segs) == 4:
                 self._send(200, asset)
                 return
+            if segs[4] == "files" and len(segs) == 5:
+                files = [
+                    {k: v for k, v in f.items() if not k.startswith("_")}
+                    for f in kobo.asset_files[segs[3]].values()
+                    if q.get("file_type") in (None, f["file_type"])
+                ]
+                self._send(
+                    200, {"count": len(files), "next": None, "previous": None, "results": files}
+                )
+                return
+            if segs[4] == "deployment" and len(segs) == 5:
+                if not asset["has_deployment"]:
+                    self._send(404, {"detail": "Not found."})
+                    return
+                self._send(
+                    200,
+                    {
+                        "backend": "openrosa",
+                        "active": asset["deployment__active"],
+                        "version_id": asset["deployed_version_id"],
+                        "asset": asset,
+                    },
+                )
+                return
             if segs[4] == "data" and len(segs) == 5:
+                if not asset.get("has_deployment"):
+                    self._send(400, {"detail": "The specified asset has not been deployed"})
+                    return
                 self._data(segs[3], q, split.path)
                 return
             if segs[4] == "data" and len(segs) == 8 and segs[6] == "attachments":
@@ -255,6 +482,161 @@ def _handler(kobo: KoboStandIn) -> type[BaseHTTPRequestHandler]:
                     self._send(404, {"detail": "Not found."})
                     return
                 self._send(200, found[1], found[0])
+                return
+            self._send(404, {"detail": "Not found."})
+
+        def do_POST(self) -> None:
+            begun = self._begin("POST")
+            if begun is None:
+                return
+            user, segs, _q = begun
+            body = self._body()
+            if segs == ["api", "v2", "imports"]:
+                if not user:
+                    self._send(401, {"detail": "Authentication credentials were not provided."})
+                    return
+                fields = _multipart(self.headers.get("Content-Type", ""), body)
+                if "file" not in fields:
+                    self._send(400, {"detail": "Not implemented"})
+                    return
+                uid = _kpi_uid("i")
+                kobo.imports[uid] = {
+                    "status": "processing",
+                    "uid": uid,
+                    "messages": {},
+                    "date_created": kobo._clock.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
+                    "_fields": fields,
+                    "_polls": 0,
+                }
+                self._send(
+                    201,
+                    {
+                        "uid": uid,
+                        "url": f"{kobo.url}/api/v2/imports/{uid}/",
+                        "status": "processing",
+                    },
+                )
+                return
+            asset = kobo.assets.get(segs[3]) if len(segs) > 3 else None
+            if segs[:3] != ["api", "v2", "assets"] or asset is None or not user:
+                self._send(404, {"detail": "Not found."})
+                return
+            data = json.loads(body or b"{}")
+            if segs[4:] == ["deployment"]:
+                if asset["has_deployment"]:
+                    self._send(405, {"detail": "Use PATCH to update an existing deployment"})
+                    return
+                bad = _unlabelled(asset["content"])
+                if bad:
+                    self._send(
+                        400, {"error": f"The survey element named '{bad}' has no label or hint."}
+                    )
+                    return
+                self._send(200, kobo.deploy(segs[3], bool(data.get("active", False))))
+                return
+            if segs[4:] == ["files"]:
+                name = (data.get("metadata") or {}).get("filename", "")
+                encoded = data.get("base64Encoded", "")
+                if " " in name.replace("%20", " ") and name.endswith(".csv"):
+                    self._send(
+                        400,
+                        {
+                            "base64Encoded": [
+                                "CSV filenames cannot contain spaces. Rename the file and try again."
+                            ]
+                        },
+                    )
+                    return
+                if any(
+                    f["metadata"]["filename"] == name for f in kobo.asset_files[segs[3]].values()
+                ):
+                    self._send(400, {"base64Encoded": ["File already exists"]})
+                    return
+                raw = base64.b64decode(encoded[encoded.index("base64") + 7 :])
+                uid = _kpi_uid("af")[:23]
+                item = {
+                    "uid": uid,
+                    "url": f"{kobo.url}/api/v2/assets/{segs[3]}/files/{uid}/",
+                    "asset": f"{kobo.url}/api/v2/assets/{segs[3]}/",
+                    "user": f"{kobo.url}/api/v2/users/{kobo.username}/",
+                    "user__username": kobo.username,
+                    "file_type": data.get("file_type"),
+                    "description": data.get("description"),
+                    "date_created": kobo._clock.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
+                    "content": f"{kobo.url}/api/v2/assets/{segs[3]}/files/{uid}/content/",
+                    "metadata": {
+                        "filename": name,
+                        "hash": "md5:" + hashlib.md5(raw).hexdigest(),  # noqa: S324 - kpi's hash
+                        "mimetype": encoded[5 : encoded.index(";")]
+                        if encoded.startswith("data:")
+                        else None,
+                    },
+                    "_bytes": raw,
+                }
+                kobo.asset_files[segs[3]][uid] = item
+                self._send(201, {k: v for k, v in item.items() if not k.startswith("_")})
+                return
+            self._send(405, {"detail": 'Method "POST" not allowed.'})
+
+        def do_PATCH(self) -> None:
+            begun = self._begin("PATCH")
+            if begun is None:
+                return
+            user, segs, _q = begun
+            body = self._body()
+            asset = kobo.assets.get(segs[3]) if len(segs) > 3 else None
+            if segs[:3] != ["api", "v2", "assets"] or asset is None or not user:
+                self._send(404, {"detail": "Not found."})
+                return
+            data = json.loads(body or b"{}")
+            if segs[4:] == ["deployment"]:
+                if not asset["has_deployment"]:
+                    self._send(405, {"detail": "Use POST to create a new deployment"})
+                    return
+                if "version_id" in data:
+                    if data["version_id"] != asset["version_id"]:
+                        # NotImplementedError in kpi: an unhandled 500
+                        self._send(500, b"<h1>Server Error (500)</h1>", "text/html")
+                        return
+                    bad = _unlabelled(asset["content"])
+                    if bad:
+                        self._send(
+                            400,
+                            {"error": f"The survey element named '{bad}' has no label or hint."},
+                        )
+                        return
+                    self._send(200, kobo.deploy(segs[3], bool(data.get("active", True))))
+                    return
+                asset["deployment__active"] = bool(data.get("active", True))
+                asset["deployment_status"] = (
+                    "deployed" if asset["deployment__active"] else "archived"
+                )
+                self._send(
+                    200,
+                    {
+                        "backend": "openrosa",
+                        "active": asset["deployment__active"],
+                        "version_id": asset["deployed_version_id"],
+                        "asset": asset,
+                    },
+                )
+                return
+            self._send(405, {"detail": 'Method "PATCH" not allowed.'})
+
+        def do_DELETE(self) -> None:
+            begun = self._begin("DELETE")
+            if begun is None:
+                return
+            user, segs, _q = begun
+            self._body()
+            if (
+                user
+                and segs[:3] == ["api", "v2", "assets"]
+                and len(segs) == 6
+                and segs[4] == "files"
+                and kobo.asset_files.get(segs[3], {}).pop(segs[5], None) is not None
+            ):
+                self._send(204, b"", "application/json")
                 return
             self._send(404, {"detail": "Not found."})
 
@@ -268,6 +650,8 @@ def _handler(kobo: KoboStandIn) -> type[BaseHTTPRequestHandler]:
                 self._send(400, {"limit": "A positive integer is required"})
                 return
             limit = min(limit, 1000)  # kpi caps silently
+            if kobo.page_delay:
+                time.sleep(kobo.page_delay)
             try:
                 query = json.loads(q["query"]) if "query" in q else {}
                 sort = json.loads(q["sort"]) if "sort" in q else {"_id": 1}

@@ -1,0 +1,547 @@
+"""Follow-up items (整改清单/跟进清单): every open item a village or department must act on.
+
+Items come from the submissions (none is typed twice):
+
+========================== ============================================= ====================
+kind                       open when                                     deadline
+========================== ============================================= ====================
+人居环境问题                a sweep's finding is 待整改                     its rectify-by date
+健身器材损坏/缺失            the village's latest inspection says so          plan deadline
+路灯故障                    the road's latest night inspection lists it      plan deadline
+公益性岗位整改              the holder's latest review: 不符合/整改/清退      plan deadline
+低保调整                    the household's latest verification: 调整/停保/新增 plan deadline
+查体转诊                    the resident's latest check-up asks for referral —
+家访跟进                    a home visit asks for follow-up                 —
+治安隐患                    a patrol found problems                         —
+群众意见建议                a survey answer needs follow-up                 —
+========================== ============================================= ====================
+
+"Plan deadline" is the deadline of the plan indicator the item holds back (from ``plan.toml``).
+An item leaves the list when its submission is edited (e.g. the finding set to 已清理) or a
+later submission about the same subject no longer reports it.
+
+Personal data is masked when the item is made, so no later step can leak it: names become the
+surname plus ``*``, ID numbers 6 + ``********`` + 4, phones 3 + ``****`` + 4, and ID numbers or
+phones typed into free text are masked too (:func:`pipelines.privacy.scrub_text`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from forms.schema import FormSchema
+from geo.villages import Village
+from pipelines.plan import Plan
+from pipelines.privacy import mask_id_number, mask_name, mask_phone, scrub_text
+from pipelines.rosters import PERSONAL, Rosters
+from pipelines.tidy import TidyForm
+
+COLUMNS = (
+    "liaison_group",
+    "village",
+    "village_code",
+    "kind",
+    "domain",
+    "department",
+    "subject_id",
+    "subject",
+    "id_number",
+    "phone",
+    "content",
+    "found_on",
+    "deadline",
+    "overdue_days",
+    "state",
+    "form",
+    "instance_id",
+    "repeat_index",
+    "form_id",
+    "indicator_id",
+    "lat",
+    "lon",
+)
+# Chinese headers of the columns people see, in order (the rest are for maps and joins).
+HEADERS = {
+    "liaison_group": "帮包联系组",
+    "village": "村",
+    "village_code": "村代码",
+    "kind": "事项类型",
+    "domain": "领域",
+    "department": "责任部门",
+    "subject_id": "名单编号",
+    "subject": "对象",
+    "id_number": "身份证号",
+    "phone": "联系电话",
+    "content": "内容",
+    "found_on": "发现日期",
+    "deadline": "整改期限",
+    "overdue_days": "逾期天数",
+    "state": "状态",
+    "form": "来源表单",
+    "instance_id": "记录编号",
+    "repeat_index": "条目序号",
+}
+OPEN, OVERDUE = "待整改", "已逾期"
+TOWN_GROUP = "镇直"  # items with no village (roads, lighting)
+_MAX_TEXT = 300
+
+
+@dataclass(frozen=True)
+class _Source:
+    kind: str
+    form: str
+    indicator: str  # the plan indicator it holds back: domain, department, deadline
+    build: Callable[[_Ctx, TidyForm], pd.DataFrame | None]
+    own_deadline: bool = False  # the item carries its own deadline (else the plan's)
+    plan_deadline: bool = True
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    as_of: date
+    people: dict[str, pd.DataFrame]  # roster kind -> masked subject, id_number, phone by ID
+
+
+def follow_ups(
+    forms: Mapping[str, TidyForm],
+    *,
+    as_of: date,
+    year: int,
+    plan: Plan,
+    villages: Sequence[Village],
+    rosters: Rosters | None = None,
+) -> pd.DataFrame:
+    """Open follow-up items at ``as_of``, one row each, with :data:`COLUMNS`.
+
+    Sorted by liaison group, village, deadline (items without one last) and date found.
+    Only submissions dated on or before ``as_of`` count.
+    """
+    ctx = _Ctx(as_of, _people(rosters))
+    frames = []
+    for src in _SOURCES:
+        form = forms.get(src.form)
+        if form is None or form.table.empty:
+            continue
+        items = src.build(ctx, form)
+        if items is None or items.empty:
+            continue
+        items["kind"] = src.kind
+        items["form_id"] = src.form
+        items["form"] = form.schema.title or src.form
+        try:
+            ind = plan.indicator(src.indicator)
+        except KeyError:  # another town's plan may lack the indicator: the item still counts
+            ind = None
+        items["indicator_id"] = src.indicator
+        items["domain"] = plan.domains.get(ind.domain, ind.domain) if ind else None
+        items["department"] = plan.departments.get(ind.department, ind.department) if ind else None  # fmt: skip
+        plan_deadline = ind.deadline_date(year) if ind and src.plan_deadline else None
+        if not src.own_deadline:
+            items["deadline"] = pd.Timestamp(plan_deadline) if plan_deadline else pd.NaT
+        frames.append(items)
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
+    out = pd.concat([f.reindex(columns=COLUMNS) for f in frames], ignore_index=True)
+    groups = {v.code: v.liaison_group for v in villages}
+    names = {v.code: v.name for v in villages}
+    code = out["village_code"].astype(object).where(out["village_code"].notna(), None)
+    out["village_code"] = code
+    out["village"] = code.map(lambda c: names.get(c, c) if c else TOWN_GROUP)
+    out["liaison_group"] = code.map(
+        lambda c: f"第{groups[c]}组" if c in groups else TOWN_GROUP
+    ).astype(object)
+    out["found_on"] = pd.to_datetime(out["found_on"], errors="coerce")
+    out["deadline"] = pd.to_datetime(out["deadline"], errors="coerce")
+    limit = pd.Timestamp(as_of)
+    late = out["deadline"] < limit
+    out["overdue_days"] = (limit - out["deadline"]).dt.days.where(late).astype("Int64")
+    out["state"] = np.where(late, OVERDUE, OPEN)
+    out["repeat_index"] = pd.to_numeric(out["repeat_index"], errors="coerce").astype("Int64")
+    for col in ("content", "subject", "subject_id"):
+        out[col] = out[col].map(_clean, na_action="ignore")
+    group_order = {f"第{g}组": g for g in range(1, 10)} | {TOWN_GROUP: 99}
+    out = out.assign(_g=out["liaison_group"].map(group_order).fillna(98))
+    out = out.sort_values(
+        ["_g", "village_code", "deadline", "found_on", "instance_id", "repeat_index"],
+        na_position="last",
+        kind="stable",
+    )
+    return out.drop(columns="_g").reset_index(drop=True)[list(COLUMNS)]
+
+
+def display(items: pd.DataFrame) -> pd.DataFrame:
+    """The columns people see, with Chinese headers and dates as text (for CSV and XLSX)."""
+    shown = items[list(HEADERS)].copy()
+    for col in ("found_on", "deadline"):
+        shown[col] = pd.to_datetime(shown[col]).dt.strftime("%Y-%m-%d").astype(object)
+    return shown.rename(columns=HEADERS)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _clean(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    text = " ".join(scrub_text(value).split())
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+
+
+def _people(rosters: Rosters | None) -> dict[str, pd.DataFrame]:
+    """Masked subject, ID number and phone per roster ID, for each roster kind.
+
+    The subject is the roster's ``person_name``, else its ``label`` (what the phone's picker
+    shows, often a name): either way reduced to the surname plus ``*``. A 低保 household is
+    shown by its head (户主) from ``dibao_members``.
+    """
+    if rosters is None:
+        return {}
+    out: dict[str, pd.DataFrame] = {}
+    for kind in ("students", "residents", "welfare_posts", "dibao_households"):
+        frame = rosters.get(kind)
+        ids = frame["name"].astype(str)
+        cols = {c: frame[c] for c in PERSONAL if c in frame.columns}
+        if kind == "dibao_households":
+            members = rosters.dibao_members
+            heads = members.sort_values("relation", key=lambda s: s != "户主", kind="stable")
+            heads = heads.drop_duplicates("household").set_index("household")
+            for c in PERSONAL:
+                if c in heads.columns and c not in cols:
+                    cols[c] = ids.map(heads[c])
+        names = cols.get("person_name", frame["label"])
+        out[kind] = pd.DataFrame(
+            {
+                "subject": _masked(names, mask_name),
+                "id_number": _masked(cols.get("id_number"), mask_id_number),
+                "phone": _masked(cols.get("phone"), mask_phone),
+            },
+            index=ids.to_numpy(),
+        )
+    return out
+
+
+def _masked(values: pd.Series | None, mask: Callable[[object], object]) -> np.ndarray | None:
+    if values is None:
+        return None
+    values = values.astype(object).where(values.notna() & (values != ""), None)
+    return values.map(mask, na_action="ignore").to_numpy(dtype=object)
+
+
+def _text(series: pd.Series) -> pd.Series:
+    return series.astype(object).where(series.notna(), None)
+
+
+def _label(schema: FormSchema, field: str, values: pd.Series) -> pd.Series:
+    """Chinese labels of a select_one column (codes the schema does not know stay as they are)."""
+    try:
+        choices = schema.field(field).choices or {}
+    except KeyError:
+        choices = {}
+    labels = {k: v.get("zh") or v.get("default") or k for k, v in choices.items()}
+    return _text(values).map(lambda v: labels.get(v, v), na_action="ignore")
+
+
+def _multi_label(schema: FormSchema, field: str, values: pd.Series) -> pd.Series:
+    try:
+        choices = schema.field(field).choices or {}
+    except KeyError:
+        choices = {}
+    labels = {k: v.get("zh") or k for k, v in choices.items()}
+    return _text(values).map(
+        lambda v: "、".join(labels.get(x, x) for x in v.split()), na_action="ignore"
+    )
+
+
+def _until(frame: pd.DataFrame, date_col: str, as_of: date) -> pd.DataFrame:
+    if date_col not in frame.columns:
+        return frame.iloc[0:0]
+    day = pd.to_datetime(frame[date_col], errors="coerce")
+    return frame[(day <= pd.Timestamp(as_of)).to_numpy(dtype=bool)]
+
+
+def _latest(frame: pd.DataFrame, keys: list[str], date_col: str) -> pd.DataFrame:
+    order = [date_col, "submitted_at"] if "submitted_at" in frame.columns else [date_col]
+    ordered = frame.sort_values(order, kind="stable")
+    return ordered.drop_duplicates(keys, keep="last")
+
+
+def _join(index: pd.Index, *parts: pd.Series | str | None) -> pd.Series:
+    """Join text columns (or fixed texts) with ；, skipping blanks."""
+    cols = [
+        p if isinstance(p, pd.Series) else pd.Series(p, index=index, dtype=object) for p in parts
+    ]
+    return pd.Series(
+        [
+            "；".join(str(x) for x in row if isinstance(x, str) and x.strip())
+            for row in zip(*cols, strict=True)
+        ],
+        index=index,
+        dtype=object,
+    )
+
+
+def _prefixed(prefix: str, values: pd.Series) -> pd.Series:
+    return _text(values).map(
+        lambda v: f"{prefix}{v}" if str(v).strip() else None, na_action="ignore"
+    )
+
+
+def _point(frame: pd.DataFrame, name: str) -> tuple[pd.Series, pd.Series]:
+    lon, lat = f"{name}_lon", f"{name}_lat"
+    if lon in frame.columns and lat in frame.columns:
+        return frame[lat].astype(float), frame[lon].astype(float)
+    nan = pd.Series(np.nan, index=frame.index)
+    return nan, nan
+
+
+def _subjects(ctx: _Ctx, kind: str, ids: pd.Series) -> pd.DataFrame:
+    ids = _text(ids)
+    people = ctx.people.get(kind)
+    if people is None:
+        blank = pd.Series(None, index=ids.index, dtype=object)
+        return pd.DataFrame(
+            {"subject_id": ids, "subject": blank, "id_number": blank, "phone": blank}
+        )
+    found = people.reindex(ids.astype(str).to_numpy())
+    return pd.DataFrame(
+        {
+            "subject_id": ids,
+            "subject": found["subject"].to_numpy(dtype=object),
+            "id_number": found["id_number"].to_numpy(dtype=object),
+            "phone": found["phone"].to_numpy(dtype=object),
+        },
+        index=ids.index,
+    )
+
+
+def _base(rows: pd.DataFrame, village: str | None = "village") -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "village_code": _text(rows[village]) if village and village in rows else None,
+            "instance_id": rows["instance_id"].to_numpy(dtype=object),
+            "repeat_index": rows.get("repeat_index", pd.NA),
+        },
+        index=rows.index,
+    )
+
+
+# --- one builder per kind of item ---------------------------------------------------------------
+
+
+def _sanitation(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
+    if "findings" not in form.repeats:
+        return None
+    parent = [c for c in ("village", "check_date", "note") if c in form.table.columns]
+    rows = form.repeat("findings", parent)
+    rows = _until(rows, "check_date", ctx.as_of)
+    rows = rows[(_text(rows["status"]) == "to_rectify").to_numpy(dtype=bool)]
+    out = _base(rows)
+    kind = _label(form.schema, "kind", rows["kind"])
+    # 整改责任人 is typed free: keep only the surname
+    who = _text(rows["responsible"]).map(mask_name, na_action="ignore") if "responsible" in rows else None  # fmt: skip
+    out["content"] = _join(
+        rows.index,
+        kind,
+        _prefixed("整改责任人：", who) if who is not None else None,
+        _prefixed("巡查备注：", rows["note"]) if "note" in rows else None,
+    )
+    out["found_on"] = rows["check_date"]
+    out["deadline"] = rows["rectify_by"]
+    out["lat"], out["lon"] = _point(rows, "location")
+    return out
+
+
+def _equipment(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
+    if "equipment" not in form.repeats:
+        return None
+    inspections = _latest(_until(form.table, "check_date", ctx.as_of), ["village"], "check_date")
+    rows = form.repeats["equipment"]
+    rows = rows[rows["instance_id"].isin(inspections["instance_id"])]
+    rows = rows[_text(rows["condition"]).isin(["damaged", "missing"])]
+    parent = inspections.set_index("instance_id")
+    rows = rows.join(
+        parent[
+            [
+                c
+                for c in ("village", "check_date", "location_lat", "location_lon", "note")
+                if c in parent
+            ]
+        ],
+        on="instance_id",
+    )
+    out = _base(rows)
+    what = _label(form.schema, "item_kind", rows["item_kind"])
+    state = _label(form.schema, "condition", rows["condition"])
+    note = _prefixed("备注：", rows["note"]) if "note" in rows else None
+    out["content"] = _join(rows.index, what + "：" + state.fillna(""), note)
+    out["found_on"] = rows["check_date"]
+    out["lat"], out["lon"] = _point(rows, "location")
+    return out
+
+
+def _lighting(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
+    table = _until(form.table, "inspect_date", ctx.as_of)
+    if table.empty:
+        return None
+    table = table.assign(
+        _road=_text(table["road"]).fillna("")
+        + "|"
+        + _text(table.get("road_other", pd.Series(None, index=table.index))).fillna("")
+    )
+    latest = _latest(table, ["_road"], "inspect_date").set_index("instance_id")
+    road = _label(form.schema, "road", latest["road"])
+    other = _text(latest["road_other"]) if "road_other" in latest else None
+    if other is not None:
+        road = road.where(_text(latest["road"]) != "other", other)
+    section = _text(latest["section"]) if "section" in latest else None
+    where = road.fillna("") + (
+        section.map(lambda s: f"（{s}）", na_action="ignore").fillna("")
+        if section is not None
+        else ""
+    )
+    frames = []
+    faults = form.repeats.get("faults")
+    if faults is not None:
+        rows = faults[faults["instance_id"].isin(latest.index)]
+        out = _base(rows, village=None)
+        kind = _label(form.schema, "fault_kind", rows["fault_kind"])
+        out["content"] = where.reindex(rows["instance_id"]).to_numpy() + "：" + kind.fillna("故障")
+        out["found_on"] = latest["inspect_date"].reindex(rows["instance_id"]).to_numpy()
+        out["lat"], out["lon"] = _point(rows, "location")
+        frames.append(out)
+    # A shortfall of working lamps with no fault entered is still an open item.
+    short = latest["lamps_installed"].astype("Float64") - latest["lamps_working"].astype("Float64")
+    listed = set(faults["instance_id"]) if faults is not None else set()
+    gap = latest[(short > 0).fillna(False).to_numpy(dtype=bool) & ~latest.index.isin(listed)]
+    if len(gap):
+        out = pd.DataFrame(
+            {
+                "village_code": None,
+                "instance_id": gap.index.to_numpy(dtype=object),
+                "repeat_index": pd.NA,
+                "content": (
+                    where.reindex(gap.index)
+                    + "："
+                    + short.reindex(gap.index).astype(int).astype(str)
+                    + " 盏路灯不亮"
+                ).to_numpy(),
+                "found_on": gap["inspect_date"].to_numpy(),
+            }
+        )
+        frames.append(out)
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _welfare(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
+    rows = _latest(_until(form.table, "review_date", ctx.as_of), ["post_holder"], "review_date")
+    bad = (_text(rows["meets_rules"]) == "no") | _text(rows["conclusion"]).isin(
+        ["rectify", "dismiss"]
+    )
+    rows = rows[bad.to_numpy(dtype=bool)]
+    out = _base(rows).join(_subjects(ctx, "welfare_posts", rows["post_holder"]))
+    out["content"] = _join(
+        rows.index,
+        _prefixed("核查结论：", _label(form.schema, "conclusion", rows["conclusion"])),
+        _prefixed("存在问题：", _multi_label(form.schema, "problems", rows["problems"])),
+        _prefixed("备注：", rows["note"]) if "note" in rows else None,
+    )
+    out["found_on"] = rows["review_date"]
+    return out
+
+
+def _dibao(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
+    rows = _latest(_until(form.table, "verify_date", ctx.as_of), ["household"], "verify_date")
+    rows = rows[_text(rows["conclusion"]).isin(["adjust", "stop", "new"]).to_numpy(dtype=bool)]
+    out = _base(rows).join(_subjects(ctx, "dibao_households", rows["household"]))
+    out["content"] = _join(
+        rows.index,
+        _prefixed("核查结论：", _label(form.schema, "conclusion", rows["conclusion"])),
+        _prefixed("备注：", rows["note"]) if "note" in rows else None,
+    )
+    out["found_on"] = rows["verify_date"]
+    out["lat"], out["lon"] = _point(rows, "location")
+    return out
+
+
+def _referral(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
+    rows = _latest(_until(form.table, "checkup_date", ctx.as_of), ["resident"], "checkup_date")
+    rows = rows[(_text(rows["referral"]) == "yes").to_numpy(dtype=bool)]
+    out = _base(rows).join(_subjects(ctx, "residents", rows["resident"]))
+    note = _text(rows["referral_note"]) if "referral_note" in rows else None
+    out["content"] = _join(
+        rows.index, "需转诊", _prefixed("说明：", note) if note is not None else None
+    )
+    out["found_on"] = rows["checkup_date"]
+    return out
+
+
+def _home_visit(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
+    rows = _until(form.table, "visit_date", ctx.as_of)
+    rows = rows[(_text(rows["follow_up"]) == "yes").to_numpy(dtype=bool)]
+    out = _base(rows).join(_subjects(ctx, "students", rows["student"]))
+    out["content"] = _join(
+        rows.index,
+        _prefixed("跟进事项：", rows["follow_up_note"]) if "follow_up_note" in rows else None,
+        _prefixed("家长意见：", rows["feedback"]) if "feedback" in rows else None,
+    )
+    out["found_on"] = rows["visit_date"]
+    return out
+
+
+def _patrol(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
+    rows = _until(form.table, "patrol_date", ctx.as_of)
+    rows = rows[(_text(rows["issues_found"]) == "yes").to_numpy(dtype=bool)]
+    out = _base(rows)
+    place = _label(form.schema, "place_kind", rows["place_kind"]) if "place_kind" in rows else None
+    out["content"] = _join(
+        rows.index,
+        place,
+        _text(rows["place_name"]) if "place_name" in rows else None,
+        _text(rows["issues"]),
+    )
+    out["found_on"] = rows["patrol_date"]
+    out["lat"], out["lon"] = _point(rows, "location")
+    return out
+
+
+def _suggestion(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
+    rows = _until(form.table, "survey_date", ctx.as_of)
+    rows = rows[
+        (_text(rows.get("needs_follow_up", pd.Series(None, index=rows.index))) == "yes").to_numpy(
+            dtype=bool
+        )
+    ]
+    out = _base(rows)
+    out["content"] = _join(rows.index, _text(rows["suggestion"]) if "suggestion" in rows else None)
+    out["found_on"] = rows["survey_date"]
+    return out
+
+
+_SOURCES = (
+    _Source(
+        "人居环境问题",
+        "sanitation_sweep",
+        "sanitation_findings_cleared",
+        _sanitation,
+        own_deadline=True,
+    ),
+    _Source("健身器材损坏/缺失", "fitness_square", "fitness_equipment_good", _equipment),
+    _Source("路灯故障", "street_lighting", "street_lighting_working", _lighting),
+    _Source("公益性岗位整改", "welfare_post_review", "welfare_post_compliant", _welfare),
+    _Source("低保调整", "dibao_verification", "dibao_households_verified", _dibao),
+    _Source("查体转诊", "health_checkup", "health_checkup_rate", _referral, plan_deadline=False),
+    _Source("家访跟进", "home_visit", "home_visit_once", _home_visit, plan_deadline=False),
+    _Source("治安隐患", "police_patrol", "police_patrols", _patrol, plan_deadline=False),
+    _Source(
+        "群众意见建议",
+        "satisfaction_survey",
+        "suggestions_follow_up",
+        _suggestion,
+        plan_deadline=False,
+    ),
+)
