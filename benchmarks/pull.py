@@ -35,9 +35,9 @@ import pandas as pd
 import requests
 
 from pipelines._http import RetryPolicy
+from pipelines.central_standin import CentralStandIn, seed_synthetic
 from pipelines.config import load_settings
 from pipelines.sync import pull
-from tests.standins.central_server import CentralStandIn, seed_synthetic
 
 FORM = "bench"
 PASSWORD = "benchPassw0rd!"  # noqa: S105 - the stand-in's throwaway login

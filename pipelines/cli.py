@@ -107,6 +107,35 @@ def forms_list(ctx: typer.Context) -> None:
     out.print(table)
 
 
+@forms_app.command("publish")
+def forms_publish(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", help="central or kobo.")],
+    form: Annotated[
+        list[str] | None, typer.Option("--form", help="Publish only this form id (repeatable).")
+    ] = None,
+    build_dir: Annotated[
+        Path | None, typer.Option("--build-dir", help="Built forms (default build/forms/).")
+    ] = None,
+) -> None:
+    """Create or update each built form (and its roster attachments) on ODK Central or KoboToolbox."""
+    s = _settings(ctx, build_dir=build_dir)
+    if to == "central":
+        from pipelines.central import publish
+    elif to == "kobo":
+        from pipelines.kobo import publish
+    else:
+        raise ConfigError(f"--to {to!r}: publish to 'central' or 'kobo'")
+    with err.status(f"publishing to {to}…"):
+        report = publish(s, form, s.build_dir)
+    for label, ids in (
+        ("created", report.created),
+        ("updated", report.updated),
+        ("skipped (unchanged)", report.skipped),
+    ):
+        out.print(f"{label}: {', '.join(ids) if ids else '-'}", markup=False, highlight=False)
+
+
 @forms_app.command("sync-villages")
 def forms_sync_villages(ctx: typer.Context) -> None:
     """Rewrite each form's village choice list from the village register."""
@@ -231,6 +260,59 @@ def report(
         markup=False,
         highlight=False,
     )
+
+
+@app.command("demo")
+def demo(
+    ctx: typer.Context,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of", help="Simulate up to this date YYYY-MM-DD (default: 10-15 of the plan year)."
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Outputs folder (default outputs/).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated year.")] = 0,
+) -> None:
+    """Build the forms, simulate a plan year, serve it as ODK Central, pull it and write every output."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipelines.demo import run_demo
+
+    s = _settings(ctx, outputs_dir=out_dir)
+    day = _as_of(as_of) if as_of else None
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err) as bars:
+        steps: dict[str, int] = {}
+        forms: dict[str, int] = {}
+
+        def on_step(text: str) -> None:
+            for t in steps.values():
+                bars.update(t, total=1, completed=1)
+            steps[text] = bars.add_task(text, total=None, stats="")
+
+        def on_pull(p) -> None:
+            if p.form_id not in forms:
+                forms[p.form_id] = bars.add_task(f"  pull {p.form_id}", total=None, stats="")
+            bars.update(forms[p.form_id], stats=f"{p.rows} row(s), {p.attachments} photo(s)",
+                        total=1 if p.done else None, completed=1 if p.done else 0)  # fmt: skip
+
+        result = run_demo(s, day, s.outputs_dir, seed=seed, on_step=on_step, on_pull=on_pull)
+        on_step("done")
+    p = result.pull
+    out.print(
+        f"{result.forms} forms built; {result.simulated} simulated submissions served as ODK Central; "
+        f"pulled {p.new} new, {p.attachments} photos, {p.quarantined} quarantined; report as of {result.as_of}.",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    out.print(f"Open {result.index.resolve()}", markup=False, highlight=False)
 
 
 @app.command("maps")

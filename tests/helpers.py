@@ -9,6 +9,7 @@ from pyxform.xls2json_backends import md_table_to_workbook
 
 REPO = Path(__file__).resolve().parent.parent
 VILLAGES = REPO / "geo" / "villages.csv"
+SHARED = REPO.parent / "shared"  # read-only reference material beside the checkout
 
 
 def village_rows_md() -> str:

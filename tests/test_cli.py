@@ -116,3 +116,48 @@ def test_report_with_a_bad_date_is_one_line(capsys) -> None:
     assert main(["report", "--as-of", "2023-13-01"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "YYYY-MM-DD" in line
+
+
+def test_publish_then_pull_through_the_cli(tmp_path: Path, monkeypatch, capsys) -> None:
+    from pipelines.central_standin import CentralStandIn
+    from tests.pipelines._built import FORM, build
+
+    password = "cli-Secret-pw-123"
+    with CentralStandIn(password=password) as server:
+        build_dir = build(tmp_path / "build", "2026112901")
+        for key, value in {
+            "URL": server.url, "USER": server.email, "PASSWORD": password, "PROJECT": "1",
+        }.items():  # fmt: skip
+            monkeypatch.setenv(f"MANYI_CENTRAL_{key}", value)
+        monkeypatch.setenv("MANYI_DATA_DIR", str(tmp_path / "data"))
+        publish = ["forms", "publish", "--to", "central", "--build-dir", str(build_dir)]
+        assert main(publish) == 0
+        assert f"created: {FORM}" in capsys.readouterr().out
+        assert main(publish) == 0
+        assert f"skipped (unchanged): {FORM}" in capsys.readouterr().out
+
+        for i in range(2):
+            iid = f"uuid:cli-{i}"
+            server.add_submission(
+                FORM, iid, {"household": "h1", "note": f"第{i}次", "meta": {"instanceID": iid}}
+            )
+        assert main(["pull", "--source", "central", "--form", FORM]) == 0
+        captured = capsys.readouterr()
+        row = next(line for line in captured.out.splitlines() if FORM in line)
+        assert row.split("│")[2].strip() == "2"  # new
+        assert main(["pull", "--source", "central", "--form", FORM]) == 0
+        row = next(line for line in capsys.readouterr().out.splitlines() if FORM in line)
+        assert row.split("│")[2].strip() == "0"
+
+        monkeypatch.setenv("MANYI_CENTRAL_PASSWORD", "wrong-password-xyz")
+        code = main(["pull", "--source", "central", "--form", FORM])
+        captured = capsys.readouterr()
+        assert code != 0
+        assert "wrong-password-xyz" not in captured.out + captured.err
+        assert "Traceback" not in captured.err
+        assert captured.err.strip().splitlines()[-1].startswith("manyi: ")
+
+
+def test_publish_to_an_unknown_server_kind(capsys) -> None:
+    assert main(["forms", "publish", "--to", "ftp"]) == 2
+    assert "publish to 'central' or 'kobo'" in capsys.readouterr().err

@@ -14,14 +14,14 @@ import pytest
 
 from pipelines._http import RetryPolicy
 from pipelines.central import publish as central_publish
+from pipelines.central_standin import CentralStandIn, Fault, seed_synthetic
 from pipelines.config import load_settings
 from pipelines.errors import ConfigError, SourceError
 from pipelines.store import open_store
 from pipelines.sync import pull
-from tests.helpers import REPO
+from tests.helpers import REPO, SHARED
 from tests.pipelines._built import FORM as FORM_P
 from tests.pipelines._built import build
-from tests.standins.central_server import CentralStandIn, Fault, seed_synthetic
 
 PASSWORD = "topSecretPassw0rd!"  # noqa: S105 - the fixtures' throwaway password
 FORM = "sanitation_sweep"
@@ -34,7 +34,7 @@ FAST = RetryPolicy(max_seconds=20, base_delay=0.05, max_delay=0.5, read_timeout=
 @pytest.fixture
 def central():
     with CentralStandIn(password=PASSWORD) as server:
-        server.load_recorded()
+        server.load_recorded(SHARED / "fixtures" / "central")
         yield server
 
 

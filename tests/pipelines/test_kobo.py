@@ -16,18 +16,18 @@ import requests
 from openpyxl import load_workbook
 
 from pipelines._http import RetryPolicy
+from pipelines.central_standin import Fault
 from pipelines.config import load_settings
 from pipelines.errors import SourceError
 from pipelines.kobo import publish as kobo_publish
 from pipelines.store import open_store
 from pipelines.sync import pull
-from tests.helpers import REPO
+from tests.helpers import REPO, SHARED
 from tests.pipelines._built import FORM as FORM_P
 from tests.pipelines._built import TITLE, build
-from tests.standins.central_server import Fault
 from tests.standins.kobo_server import TOKEN, KoboStandIn
 
-FIXTURES = Path("/work/shared/fixtures/kobo")
+FIXTURES = SHARED / "fixtures" / "kobo"
 ASSET = "ahTnpQwdqrrp4fRKqUxj2p"
 FAST = RetryPolicy(max_seconds=20, base_delay=0.05, max_delay=0.5, read_timeout=2)
 

@@ -1,5 +1,5 @@
 """An in-process stand-in for KoboToolbox (kpi) API v2, built from the reference in
-``/work/shared/fixtures/kobo`` (README sections 1–5):
+``../shared/fixtures/kobo`` (README sections 1–5):
 
 * ``Authorization: Token <key>``; a bad token → 401 ``{"detail": "Invalid token."}`` with
   ``WWW-Authenticate: Session``; no credentials on ``/data/`` → 404 ``{"detail": "Not found."}``.
@@ -50,7 +50,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from openpyxl import load_workbook
 
-from tests.standins.central_server import Fault
+from pipelines.central_standin import Fault
 
 TOKEN = "3a8da043dd1b669688dae523b015177a1d4201d5"  # noqa: S105 - kpi's own test key
 

@@ -1,5 +1,8 @@
 """An in-process stand-in for ODK Central's API, built from the recorded exchanges in
-``/work/shared/fixtures/central`` (backend v2026.2) and its README's observations:
+``../shared/fixtures/central`` (backend v2026.2) and its README's observations. The demo
+serves its simulated year from it over loopback, so the demo exercises the real pull code;
+the tests use it with faults injected.
+
 
 * ``POST /v1/sessions`` → token; ``Authorization: Bearer`` on every other call; no or bad
   credentials → 401 ``{"message", "code": 401.2}``.
@@ -41,7 +44,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-FIXTURES = Path("/work/shared/fixtures/central")
 EPOCH = datetime(2026, 11, 29, 0, 19, 28, 735000, tzinfo=UTC)
 
 
@@ -216,17 +218,17 @@ class CentralStandIn:
     def live_ids(self, form_id: str) -> set[str]:
         return {s.instance_id for s in self.forms[form_id].subs if s.deleted is None}
 
-    def load_recorded(self) -> None:
+    def load_recorded(self, fixtures: Path) -> None:
         """Seed the sanitation_sweep form with the seven recorded submissions (A–F, X)."""
-        v1 = (FIXTURES / "forms/sanitation_sweep.xml").read_bytes()
-        v2 = (FIXTURES / "forms/sanitation_sweep_v2023020101.xml").read_bytes()
+        v1 = (fixtures / "forms/sanitation_sweep.xml").read_bytes()
+        v2 = (fixtures / "forms/sanitation_sweep_v2023020101.xml").read_bytes()
         self.add_form("sanitation_sweep", "2023010101", v1, "环境卫生巡查 (Sanitation sweep)")
         self.add_form("sanitation_sweep", "2023020101", v2, "环境卫生巡查 (Sanitation sweep)")
-        rows = json.loads((FIXTURES / "47_odata_submissions_expand_all.json").read_text())
+        rows = json.loads((fixtures / "47_odata_submissions_expand_all.json").read_text())
         photos = {
-            "1764374400001.jpg": (FIXTURES / "bodies/photo_A_1764374400001.jpg").read_bytes(),
-            "1764374400004.jpg": (FIXTURES / "bodies/photo_D_1764374400004.jpg").read_bytes(),
-            "1764374400006.jpg": (FIXTURES / "bodies/photo_F_1764374400006.jpg").read_bytes(),
+            "1764374400001.jpg": (fixtures / "bodies/photo_A_1764374400001.jpg").read_bytes(),
+            "1764374400004.jpg": (fixtures / "bodies/photo_D_1764374400004.jpg").read_bytes(),
+            "1764374400006.jpg": (fixtures / "bodies/photo_F_1764374400006.jpg").read_bytes(),
         }
         for row in reversed(rows["response"]["body"]["value"]):  # oldest first
             system = row["__system"]
@@ -794,8 +796,9 @@ def _make_handler(central: CentralStandIn) -> type[BaseHTTPRequestHandler]:
             if "$skiptoken" in q:
                 tok = q["$skiptoken"]
                 try:
+                    if not tok.startswith("01"):
+                        raise ValueError(tok)
                     after = json.loads(base64.b64decode(tok[2:]))
-                    assert tok.startswith("01")
                 except Exception:
                     return _error(400, 400.35, "Invalid $skiptoken")
             if central.page_delay:
