@@ -23,7 +23,7 @@ from tests.helpers import REPO, SHARED
 from tests.pipelines._built import FORM as FORM_P
 from tests.pipelines._built import build
 
-PASSWORD = "topSecretPassw0rd!"  # noqa: S105 - the fixtures' throwaway password
+PASSWORD = "topSecretPassw0rd!"
 FORM = "sanitation_sweep"
 A = "uuid:3dc0d0ad-4d90-48d4-b67e-ab048822f54e"
 B = "uuid:a2f6d64c-1c81-47d5-9a01-777768a5afce"

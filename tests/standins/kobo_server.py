@@ -52,7 +52,7 @@ from openpyxl import load_workbook
 
 from pipelines.central_standin import Fault
 
-TOKEN = "3a8da043dd1b669688dae523b015177a1d4201d5"  # noqa: S105 - kpi's own test key
+TOKEN = "3a8da043dd1b669688dae523b015177a1d4201d5"
 
 
 class _Server(ThreadingHTTPServer):
