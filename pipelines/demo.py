@@ -10,9 +10,11 @@ touches a real store.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -62,16 +64,35 @@ def demo_settings(settings: Settings) -> Settings:
     return replace(settings, data_dir=settings.data_dir / "demo", rosters_dir=None, source="demo")
 
 
-def run_demo(
+@dataclass(frozen=True)
+class DemoServer:
+    """A simulated year being served as ODK Central on loopback."""
+
+    settings: Settings  # the demo's own settings (data under <data_dir>/demo)
+    as_of: date
+    form_ids: tuple[str, ...]
+    served: int
+    url: str
+    env: dict[str, str] = field(repr=False)  # MANYI_CENTRAL_* for a pull from this server
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def central(self) -> Settings:
+        return replace(
+            self.settings, source="central", central_url=self.url, central_user=DEMO_USER,
+            central_password=Secret(self.env["MANYI_CENTRAL_PASSWORD"]), central_project=DEMO_PROJECT,
+        )  # fmt: skip
+
+
+@contextmanager
+def serve_demo(
     settings: Settings,
     as_of: date | None = None,
     out_dir: Path | None = None,
     *,
     seed: int = 0,
     on_step: Callable[[str], None] | None = None,
-    on_pull: Callable[[Progress], None] | None = None,
-) -> DemoResult:
-    """Build, simulate, serve, pull and report; see the module docstring."""
+) -> Iterator[DemoServer]:
+    """Build the forms, simulate the year and serve it as ODK Central until the block ends."""
     step = on_step or (lambda _: None)
     laps: dict[str, float] = {}
     clock = time.monotonic()
@@ -104,21 +125,40 @@ def run_demo(
     year = simulate_year(schemas, villages, rosters, boundaries, year=settings.plan_year, as_of=as_of, seed=seed)  # fmt: skip
     lap("simulate")
 
-    password = hashlib.sha256(f"manyi-demo-{seed}".encode()).hexdigest()[:20]
-    step("serving it as ODK Central on loopback and pulling it over HTTP")
+    step("serving it as ODK Central on loopback")
+    password = secrets.token_urlsafe(16)  # a throwaway server, but still never printed
     with CentralStandIn(email=DEMO_USER, password=password, project_id=DEMO_PROJECT) as server:
         served = _serve(server, settings.build_dir, built.built, schemas, year)
-        central = replace(
-            demo, source="central", central_url=server.url, central_user=DEMO_USER,
-            central_password=Secret(password), central_project=DEMO_PROJECT,
-        )  # fmt: skip
-        pulled = pull(central, "central", [b.form_id for b in built.built], None, on_pull)
-    lap("serve_and_pull")
+        lap("serve")
+        env = {
+            "MANYI_CENTRAL_URL": server.url, "MANYI_CENTRAL_USER": DEMO_USER,
+            "MANYI_CENTRAL_PASSWORD": password, "MANYI_CENTRAL_PROJECT": str(DEMO_PROJECT),
+        }  # fmt: skip
+        ids = tuple(b.form_id for b in built.built)
+        yield DemoServer(demo, as_of, ids, served, server.url, env, laps)
 
+
+def run_demo(
+    settings: Settings,
+    as_of: date | None = None,
+    out_dir: Path | None = None,
+    *,
+    seed: int = 0,
+    on_step: Callable[[str], None] | None = None,
+    on_pull: Callable[[Progress], None] | None = None,
+) -> DemoResult:
+    """Build, simulate, serve, pull over HTTP and report; see the module docstring."""
+    step = on_step or (lambda _: None)
+    with serve_demo(settings, as_of, out_dir, seed=seed, on_step=step) as demo:
+        step("pulling it over HTTP with the ODK Central source")
+        started = time.monotonic()
+        pulled = pull(demo.central(), "central", list(demo.form_ids), None, on_pull)
+        laps = {**demo.seconds, "pull": round(time.monotonic() - started, 2)}
     step("computing progress, checks, follow-up lists, the dispatch report and the maps")
-    report = write_report(demo, as_of, demo.outputs_dir)
-    lap("report")
-    return DemoResult(as_of, len(built.built), served, pulled, report, laps)
+    started = time.monotonic()
+    report = write_report(demo.settings, demo.as_of, demo.settings.outputs_dir)
+    laps["report"] = round(time.monotonic() - started, 2)
+    return DemoResult(demo.as_of, len(demo.form_ids), demo.served, pulled, report, laps)
 
 
 # --- serving the simulated year as Central would -----------------------------------------------
