@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format forms clean
+.PHONY: demo test lint format forms docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -11,9 +11,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-## demo: build every form (pyxform + ODK Validate) into build/forms/
+## demo: build the forms, simulate a plan year, serve it as ODK Central, pull it, write outputs/
 demo: $(STAMP)
-	$(VENV)/bin/manyi forms build
+	$(VENV)/bin/manyi demo
 
 ## test: lint, format check and the whole test suite
 test: $(STAMP) lint
@@ -27,7 +27,12 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-forms: demo
+forms: $(STAMP)
+	$(VENV)/bin/manyi forms build
+
+## docs: refresh the README's screenshots (taken by the real-browser test)
+docs: $(STAMP)
+	MANYI_UPDATE_DOCS=1 $(VENV)/bin/pytest tests/test_flows.py -k "town_cycle or screenshots"
 
 clean:
 	rm -rf build outputs .pytest_cache .ruff_cache
