@@ -148,6 +148,43 @@ def forms_sync_villages(ctx: typer.Context) -> None:
     out.print(f"{len(changed)} form(s) updated from {s.villages}", highlight=False)
 
 
+class _PullBars:
+    """Progress on stderr: one bar per step, and one per form pulled."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+        )
+        self.bars = Progress(*columns, console=err)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> _PullBars:
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.__exit__(*exc)
+
+    def step(self, text: str) -> None:
+        for task in self.tasks.values():
+            self.bars.update(task, total=1, completed=1)
+        self.tasks[text] = self.bars.add_task(text, total=None, stats="")
+
+    def form(self, p) -> None:
+        key = f"  {p.form_id}"
+        if key not in self.tasks:
+            self.tasks[key] = self.bars.add_task(key, total=None, stats="")
+        stats = f"{p.pages} page(s), {p.rows} row(s), {p.attachments} attachment(s)"
+        self.bars.update(
+            self.tasks[key], stats=stats, total=1 if p.done else None, completed=1 if p.done else 0
+        )
+
+
 @app.command("pull")
 def pull(
     ctx: typer.Context,
@@ -165,32 +202,11 @@ def pull(
     ] = None,
 ) -> None:
     """Pull new, edited and deleted submissions (and their photos) into the local store."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from pipelines.sync import pull as run_pull
 
     s = _settings(ctx, source=source)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err, transient=False) as bars:
-        tasks: dict[str, int] = {}
-
-        def show(p) -> None:
-            if p.form_id not in tasks:
-                tasks[p.form_id] = bars.add_task(p.form_id, total=None, stats="")
-            stats = f"{p.pages} page(s), {p.rows} row(s), {p.attachments} attachment(s)"
-            bars.update(
-                tasks[p.form_id],
-                stats=stats,
-                total=1 if p.done else None,
-                completed=1 if p.done else 0,
-            )
-
-        report = run_pull(s, s.source, form, path, show)
+    with _PullBars() as bars:
+        report = run_pull(s, s.source, form, path, bars.form)
     table = Table(
         "form",
         "new",
@@ -277,35 +293,13 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated year.")] = 0,
 ) -> None:
     """Build the forms, simulate a plan year, serve it as ODK Central, pull it and write every output."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from pipelines.demo import run_demo
 
     s = _settings(ctx, outputs_dir=out_dir)
     day = _as_of(as_of) if as_of else None
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err) as bars:
-        steps: dict[str, int] = {}
-        forms: dict[str, int] = {}
-
-        def on_step(text: str) -> None:
-            for t in steps.values():
-                bars.update(t, total=1, completed=1)
-            steps[text] = bars.add_task(text, total=None, stats="")
-
-        def on_pull(p) -> None:
-            if p.form_id not in forms:
-                forms[p.form_id] = bars.add_task(f"  pull {p.form_id}", total=None, stats="")
-            bars.update(forms[p.form_id], stats=f"{p.rows} row(s), {p.attachments} photo(s)",
-                        total=1 if p.done else None, completed=1 if p.done else 0)  # fmt: skip
-
-        result = run_demo(s, day, s.outputs_dir, seed=seed, on_step=on_step, on_pull=on_pull)
-        on_step("done")
+    with _PullBars() as bars:
+        result = run_demo(s, day, s.outputs_dir, seed=seed, on_step=bars.step, on_pull=bars.form)
+        bars.step("done")
     p = result.pull
     out.print(
         f"{result.forms} forms built; {result.simulated} simulated submissions served as ODK Central; "
