@@ -96,8 +96,9 @@ def draw_maps(
     With ``progress`` None or empty every village is drawn with zero coverage (暂无数据).
 
     ``findings`` holds open findings (piles not cleared, damaged equipment, …): ``lat``, ``lon``
-    (WGS-84) and optionally ``date``, ``kind``, ``status``, ``rectify_by``, ``photo`` (URL or
-    path relative to the maps), ``note``, ``domain``, ``village_code`` and ``open`` (bool;
+    (WGS-84) and optionally ``date``, ``kind``, ``status``, ``rectify_by``, ``photo`` (an
+    ``http(s)://`` link or a path relative to the maps, e.g. ``../2023-06-30/photos/x.jpg``;
+    anything else is not linked), ``note``, ``domain``, ``village_code`` and ``open`` (bool;
     without it, a status outside :data:`CLOSED_STATUSES` counts as open).
 
     Geometry comes from ``boundaries``, else from ``settings.boundaries`` (a file path) when the
@@ -479,15 +480,27 @@ class _Findings(MarkerCluster):
         self.strings = _js_json(list(table))
 
 
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_WEB_LINK = re.compile(r"https?://", re.IGNORECASE)
+_RELATIVE = re.compile(r"[\w./-]+")
+
+
 def _photo_href(photo) -> str | None:
-    """An attribute-safe link to the photo; only web links and relative paths are allowed."""
-    if not isinstance(photo, str) or not photo.strip():
+    """An attribute-safe link to the photo: a web link or a relative path, nothing else.
+
+    Browsers drop tabs, newlines and other control characters from a URL before reading its
+    scheme (``java\tscript:`` runs as ``javascript:``), so they are removed before checking.
+    A relative path is letters, digits, ``_ . / -`` only and may not start with ``//``, which
+    the browser would read as another host.
+    """
+    if not isinstance(photo, str):
         return None
-    photo = photo.strip()
-    # A "javascript:" (or any other scheme) link would run in the manager's browser.
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", photo) and not re.match(r"^https?://", photo):
+    link = _CONTROL.sub("", photo)
+    if not link:
         return None
-    return html.escape(photo, quote=True)
+    if _WEB_LINK.match(link) or (_RELATIVE.fullmatch(link) and not link.startswith("//")):
+        return html.escape(link, quote=True)
+    return None
 
 
 def _js_json(value) -> str:

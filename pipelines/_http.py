@@ -9,14 +9,16 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import requests
 import urllib3
 
 from pipelines.errors import SourceError
+from pipelines.records import utc_text
 
 log = logging.getLogger("manyi.http")
 
@@ -153,6 +155,119 @@ def request(
             "%s: %s on attempt %d, retrying in %.1f s", scrub(url, secrets), problem, attempt, wait
         )
         time.sleep(wait)
+
+
+def json_body(
+    resp: requests.Response,
+    what: str,
+    keys: tuple[str, ...] = (),
+    *,
+    kind: type = dict,
+    rows: str | None = None,
+    row_keys: tuple[str, ...] = (),
+    secrets: tuple[str, ...] = (),
+) -> Any:
+    """The JSON body of a response, checked to be the shape the caller reads.
+
+    ``kind`` is ``dict`` (holding ``keys``) or ``list`` (of dicts holding ``keys``); ``rows``
+    names a key of a dict body that must hold a list (of dicts holding ``row_keys``).
+    Anything else is a :class:`SourceError` naming the URL and status: a captive portal or
+    proxy answers 200 with an HTML page, and ``requests``' own JSON error is an ``OSError``
+    the CLI would report as a file problem.
+    """
+    try:
+        body = resp.json()
+    except ValueError:
+        raise SourceError(_not_json(resp, what, secrets)) from None
+    problem = _shape_problem(body, keys, kind, rows, row_keys)
+    if problem:
+        raise SourceError(
+            scrub(
+                f"{what} at {_where(resp)} answered HTTP {resp.status_code} with JSON manyi "
+                f"does not expect ({problem}); check that the URL points at {what} itself",
+                secrets,
+            )
+        )
+    return body
+
+
+def _where(resp: requests.Response) -> str:
+    """The URL asked for, and where a redirect (a captive portal's, say) ended up."""
+    asked = resp.history[0].url if resp.history else resp.url
+    return f"{asked} (redirected to {resp.url})" if resp.history else str(asked)
+
+
+def _not_json(resp: requests.Response, what: str, secrets: tuple[str, ...]) -> str:
+    ctype = resp.headers.get("Content-Type", "")
+    head = resp.content[:200].decode("utf-8", "replace").strip()
+    if "html" in ctype.lower() or head[:1] == "<":
+        return scrub(
+            f"{what} at {_where(resp)} answered HTTP {resp.status_code} with HTML, not JSON "
+            "— a login page or proxy in between? Open that URL in a browser on this machine, "
+            "log in to the network if it asks, and check the server URL in your settings",
+            secrets,
+        )
+    return scrub(
+        f"{what} at {_where(resp)} answered HTTP {resp.status_code} with a body that is not "
+        f"JSON ({ctype or 'no Content-Type'}, starting {head[:60]!r}); check the server URL "
+        "in your settings, then pull again",
+        secrets,
+    )
+
+
+def _shape_problem(
+    body: Any, keys: tuple[str, ...], kind: type, rows: str | None, row_keys: tuple[str, ...]
+) -> str | None:
+    if kind is list:
+        if type(body) is not list:
+            return f"a {type(body).__name__} where a list was expected"
+        return _rows_problem(body, keys, "the list")
+    if type(body) is not dict:
+        return f"a {type(body).__name__} where an object was expected"
+    missing = [k for k in keys if k not in body]
+    if missing:
+        return f"no {', '.join(repr(k) for k in missing)}"
+    if rows is not None:
+        if type(body.get(rows)) is not list:
+            return f"{rows!r} is not a list"
+        return _rows_problem(body[rows], row_keys, repr(rows))
+    return None
+
+
+def _rows_problem(items: list[Any], keys: tuple[str, ...], where: str) -> str | None:
+    if not keys:
+        return None
+    for i, item in enumerate(items):
+        if type(item) is not dict:
+            return f"item {i} of {where} is not an object"
+        missing = [k for k in keys if k not in item]
+        if missing:
+            return f"item {i} of {where} has no {', '.join(repr(k) for k in missing)}"
+    return None
+
+
+def server_time(resp: requests.Response) -> str | None:
+    """The server's clock from the ``Date`` header, as ISO-8601 UTC text (None if absent)."""
+    value = resp.headers.get("Date")
+    if not value:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:  # "-0000": UTC by RFC 5322
+        moment = moment.replace(tzinfo=UTC)
+    return utc_text(moment.isoformat())
+
+
+def fetch_file(get: Callable[..., requests.Response], url: str | None) -> Iterator[bytes] | None:
+    """An attachment's bytes through ``get`` (a source's retried GET), or None when the
+    server has no such file (404). Not streamed: the body is read inside the retried call,
+    so a link that drops half-way through a photo is retried instead of failing the pull."""
+    if not url:
+        return None
+    resp = get(url, ok=(404,))
+    return None if resp.status_code == 404 else iter([resp.content])
 
 
 def _never_sent(error: Exception) -> bool:

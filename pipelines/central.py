@@ -6,8 +6,13 @@
   not follow it). Incremental on ``__system/submissionDate``/``__system/updatedAt`` so edits and
   reviews are caught; deletions come from a second query on ``__system/deletedAt`` (Central
   leaves deleted submissions out of the feed unless the filter names ``deletedAt``).
-* The cursor holds the resume link, so a killed pull continues where its last page committed.
-  The next page is fetched on a thread while the current one is stored.
+* The feed is newest first, so what changes while a pull reads it lands behind the reader:
+  the next pull starts no later than the server's clock (its ``Date`` header) when this one
+  began, less a margin, and the store's upserts make rows read twice harmless.
+* The cursor holds the resume link, so a killed pull continues where its last page committed,
+  then goes round once more for what changed meanwhile. The next page is fetched on a thread
+  while the current one is stored.
+* Quarantined submissions are asked for again by ``__id`` at the start of each pull.
 * Geopoints arrive as GeoJSON ([lon, lat, alt]) and are turned back into ``lat lon alt acc``.
 * Attachments: the form's file fields (``fields?odata=true``) name each submission's files,
   and ``__system/attachmentsPresent``/``Expected`` say whether there is anything to fetch, so
@@ -22,9 +27,10 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,7 +43,15 @@ from pyodk._utils.session import Session
 from pyodk.client import Client
 from pyodk.errors import PyODKError
 
-from pipelines._http import RetryPolicy, error_detail, request, scrub
+from pipelines._http import (
+    RetryPolicy,
+    error_detail,
+    fetch_file,
+    json_body,
+    request,
+    scrub,
+    server_time,
+)
 from pipelines.errors import ConfigError, SourceError
 from pipelines.records import (
     AttachmentRef,
@@ -47,12 +61,19 @@ from pipelines.records import (
     Record,
     built_forms,
     geojson_to_xform,
+    now_utc,
     utc_text,
 )
 
 log = logging.getLogger("manyi.central")
 
 NAME = "central"
+# The next pull asks again from this long before the server's clock at the start of the last
+# one: a submission whose timestamp was taken before that moment but committed after it (a
+# slow upload's transaction), and the Date header's whole seconds, are caught on the next
+# pull. Rows fetched twice cost nothing: the store upserts.
+CLOCK_MARGIN = timedelta(seconds=60)
+RETRY_BATCH = 20  # quarantined ids per `__id eq … or …` query, to keep the URL short
 
 
 @dataclass(frozen=True)
@@ -147,26 +168,32 @@ class CentralSource:
 
     # ---- HTTP ------------------------------------------------------------------------
     def _login(self) -> None:
+        """``POST /v1/sessions`` through our retry loop; the token goes in the session's
+        headers, where pyodk's own auth (used for publishing) finds it."""
         if self._logged_in:
             return
-        try:
-            request(
-                lambda method, url, **kw: _login_response(self.session, **kw),
-                "POST",
-                self.session.urljoin("sessions"),
-                self.policy,
-                self._secrets,
-                what="ODK Central",
-            )
-        except PyODKError as e:
+        resp = request(
+            self.session.request,
+            "POST",
+            self.session.urljoin("sessions"),
+            self.policy,
+            self._secrets,
+            what="ODK Central",
+            ok=(400, 401, 403),
+            json={"email": self.cfg.username, "password": self.cfg.password},
+            auth=_no_auth,  # not pyodk's Auth, which would log in again to send this
+        )
+        if resp.status_code in (400, 401, 403):
             raise SourceError(
                 scrub(
                     f"ODK Central at {self.cfg.base_url} refused the login for "
-                    f"{self.cfg.username} ({_pyodk_status(e)}); check MANYI_CENTRAL_USER and "
-                    "MANYI_CENTRAL_PASSWORD (or the pyodk config file)",
+                    f"{self.cfg.username} (HTTP {resp.status_code}); check MANYI_CENTRAL_USER "
+                    "and MANYI_CENTRAL_PASSWORD (or the pyodk config file)",
                     self._secrets,
                 )
-            ) from None
+            )
+        body = json_body(resp, "ODK Central", ("token",), secrets=self._secrets)
+        self.session.headers["Authorization"] = f"Bearer {body['token']}"
         self._logged_in = True
 
     def _get(self, url: str, ok: tuple[int, ...] = (), **kw: Any) -> requests.Response:
@@ -193,11 +220,15 @@ class CentralSource:
     def form_ids(self) -> list[str]:
         """Every published form of the project (what ``manyi pull`` pulls with no --form)."""
         path = self.session.urlformat("projects/{pid}/forms", pid=self.cfg.project_id)
-        return [f["xmlFormId"] for f in self._get(path).json() if f.get("publishedAt")]
+        forms = self._json(self._get(path), ("xmlFormId",), kind=list)
+        return [f["xmlFormId"] for f in forms if f.get("publishedAt")]
 
     def known_versions(self, form_id: str) -> set[str]:
         resp = self._get(self._form_path(form_id) + "/versions")
-        return {v["version"] for v in resp.json()}
+        return {v["version"] for v in self._json(resp, ("version",), kind=list)}
+
+    def _json(self, resp: requests.Response, keys: tuple[str, ...] = (), **kw: Any) -> Any:
+        return json_body(resp, "ODK Central", keys, secrets=self._secrets, **kw)
 
     def binary_paths(self, form_id: str) -> list[tuple[str, ...]]:
         """Paths of the form's file fields (``/piles/photo`` → ("piles", "photo")).
@@ -210,44 +241,60 @@ class CentralSource:
             return []
         return [
             tuple(f["path"].strip("/").split("/"))
-            for f in resp.json()
-            if isinstance(f, dict) and f.get("binary") and f.get("path")
+            for f in self._json(resp, kind=list)
+            if isinstance(f, dict) and f.get("binary") and isinstance(f.get("path"), str)
         ]
 
     def pages(
         self, form_id: str, cursor: dict[str, Any] | None, known: Any = None
     ) -> Iterator[Page]:
+        """Two phases, each newest first: submissions new or changed since ``hwm``, then
+        those deleted since ``deleted_hwm``. A phase's marks move only when it ends, to the
+        earlier of the latest time seen and the server's clock when the phase began (less
+        :data:`CLOCK_MARGIN`): the feed is read from the newest end, so a submission that
+        arrives, or an already-read row that is edited, while a pull runs is behind it."""
         state = dict(cursor or {})
         versions = self.known_versions(form_id)
         files = _Files(self.binary_paths(form_id), self._submissions_path(form_id))
         hwm, deleted_hwm = state.get("hwm"), state.get("deleted_hwm")
         pending = state.get("pending") or hwm
+        deleted_pending = state.get("deleted_pending") or deleted_hwm
+        started = state.get("started")  # the server's clock when this phase began
         phase, url = state.get("phase", "data"), state.get("next")
+        # A pull that takes over a phase an earlier (killed) run began goes round once more:
+        # what changed since that run started is behind the resumed reader, and a pull run
+        # again must end with everything the server had when it started.
+        again = phase == "deleted" or url is not None or started is not None
         # The next page is fetched on a thread while this one is turned into records and
         # stored: the server works on page k+1 while we work on page k.
         ahead = ThreadPoolExecutor(1, "manyi-page")
-        prefetched: tuple[str, Future[dict[str, Any] | None]] | None = None
+        prefetched: tuple[str, Future[_Fetched | None]] | None = None
         try:
             while phase in ("data", "deleted"):
                 resuming = url is not None
                 if url is None:
                     url = self._first_url(form_id, phase, hwm, deleted_hwm)
                 if prefetched and prefetched[0] == url:
-                    body = prefetched[1].result()
+                    fetched = prefetched[1].result()
                 else:
-                    body = self._page(url, resuming)
+                    fetched = self._page(url, resuming)
                 prefetched = None
-                if body is None:  # the resume link went stale: start the phase again
+                if fetched is None:  # the resume link went stale: start the phase again
                     url = None
                     continue
-                rows = body.get("value")
+                # Kept from the first page through resumes and restarts: earlier is safer.
+                # A server without a Date header (HTTP requires one) gets our own clock.
+                started = started or fetched.server_time or now_utc()
+                rows = fetched.body["value"]
                 if not isinstance(rows, list):
                     raise SourceError(f"ODK Central sent a page without 'value' for {url}")
-                url = body.get("@odata.nextLink")
+                url = fetched.body.get("@odata.nextLink")
                 if url is not None:
                     prefetched = (url, ahead.submit(self._page, url, True))
                 page = Page(rows=len(rows))
                 for row in rows:
+                    # read before _to_record, which strips __system from the row
+                    system = row.get("__system") if type(row) is dict else None
                     item = _to_record(form_id, row, versions, files, deleted=(phase == "deleted"))
                     if isinstance(item, Quarantined):
                         page.quarantined.append(item)
@@ -255,17 +302,23 @@ class CentralSource:
                     page.records.append(item)
                     if phase == "data":
                         pending = _latest(pending, item.submitted_at, item.updated_at)
-                    else:
-                        stamp = (row.get("__system") or {}).get("deletedAt")
-                        deleted_hwm = _latest(deleted_hwm, utc_text(stamp))
+                    elif type(system) is dict:
+                        stamp = utc_text(system.get("deletedAt"))
+                        deleted_pending = _latest(deleted_pending, stamp)
                 if url is None and phase == "data":
-                    phase = "deleted"
+                    phase, hwm, pending = "deleted", _next_mark(started, pending), None
+                    started = None
                 elif url is None:
-                    phase, hwm, pending = "done", pending, None
+                    phase, deleted_hwm = "done", _next_mark(started, deleted_pending)
+                    deleted_pending, started = None, None
+                    if again:
+                        phase, again = "data", False
                 page.cursor = {
                     "hwm": hwm,
                     "pending": pending,
                     "deleted_hwm": deleted_hwm,
+                    "deleted_pending": deleted_pending,
+                    "started": started,
                     "phase": "data" if phase == "done" else phase,
                     "next": url,
                 }
@@ -274,6 +327,34 @@ class CentralSource:
             if prefetched:
                 prefetched[1].cancel()
             ahead.shutdown(wait=True, cancel_futures=True)
+
+    def refetch(self, form_id: str, ids: Sequence[str]) -> Iterator[Page]:
+        """Ask again for submissions by instance id (the quarantined ones), a few per query:
+        ``$filter=__id eq '…' or __id eq '…'``. Pages carry no cursor."""
+        if not ids:
+            return
+        versions = self.known_versions(form_id)
+        files = _Files(self.binary_paths(form_id), self._submissions_path(form_id))
+        for start in range(0, len(ids), RETRY_BATCH):
+            part = ids[start : start + RETRY_BATCH]
+            which = " or ".join(f"__id eq '{_odata_text(i)}'" for i in part)
+            url: str | None = self._odata_url(
+                form_id, [("$top", str(len(part))), ("$expand", "*"), ("$filter", which)]
+            )
+            while url:
+                fetched = self._page(url, False)
+                rows = fetched.body["value"] if fetched else []
+                if not isinstance(rows, list):
+                    raise SourceError(f"ODK Central sent a page without 'value' for {url}")
+                page = Page(rows=len(rows))
+                for row in rows:
+                    item = _to_record(form_id, row, versions, files)
+                    if isinstance(item, Quarantined):
+                        page.quarantined.append(item)
+                    else:
+                        page.records.append(item)
+                yield page
+                url = fetched.body.get("@odata.nextLink") if fetched else None
 
     def _submissions_path(self, form_id: str) -> str:
         return self.session.urljoin(self._form_path(form_id) + "/submissions/")
@@ -291,24 +372,28 @@ class CentralSource:
         else:
             when = f"ge {deleted_hwm}" if deleted_hwm else "ne null"
             params.append(("$filter", f"__system/deletedAt {when}"))
+        return self._odata_url(form_id, params)
+
+    def _odata_url(self, form_id: str, params: list[tuple[str, str]]) -> str:
         safe = "$/*,():'"
         query = "&".join(f"{k}={quote(v, safe=safe)}" for k, v in params)
         return f"{self._form_path(form_id)}.svc/Submissions?{query}"
 
-    def _page(self, url: str, resuming: bool) -> dict[str, Any] | None:
-        for _attempt in range(3):
+    def _page(self, url: str, resuming: bool) -> _Fetched | None:
+        """One OData page and the server's clock when it answered; None for a stale resume
+        link (Central answers 400 to a skiptoken whose row is gone)."""
+        for attempt in range(3):
             resp = self._get(url, ok=(400,) if resuming else ())
             if resp.status_code == 400:
                 return None
             try:
-                body = resp.json()
-            except ValueError:
+                body = self._json(resp, ("value",))
+            except SourceError:
+                if attempt == 2 or "HTML" in resp.headers.get("Content-Type", "").upper():
+                    raise
                 continue  # a truncated page: ask again
-            if isinstance(body, dict):
-                return body
-        raise SourceError(
-            scrub(f"ODK Central sent a page that is not JSON three times for {url}", ())
-        )
+            return _Fetched(body, server_time(resp))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def list_attachments(self, record: Record) -> list[AttachmentRef]:
         path = self.session.urlformat(
@@ -321,15 +406,14 @@ class CentralSource:
         if resp.status_code == 404:
             return []
         return [
-            AttachmentRef(a["name"], url=f"{path}/{quote(a['name'], safe='')}", exists=a["exists"])
-            for a in resp.json()
+            AttachmentRef(
+                a["name"], url=f"{path}/{quote(a['name'], safe='')}", exists=a.get("exists", True)
+            )
+            for a in self._json(resp, ("name",), kind=list)
         ]
 
     def fetch_attachment(self, record: Record, ref: AttachmentRef) -> Iterator[bytes] | None:
-        # Not streamed: the body is read inside the retried call, so a link that drops
-        # half-way through a photo is retried instead of failing the pull.
-        resp = self._get(ref.url or "", ok=(404,))
-        return None if resp.status_code == 404 else iter([resp.content])
+        return fetch_file(self._get, ref.url)
 
     # ---- publishing ------------------------------------------------------------------
     def publish(self, build_dir: Path, form_ids: Iterable[str] | None = None) -> PublishReport:
@@ -344,7 +428,7 @@ class CentralSource:
         xml = (build_dir / entry["xform"]).read_text(encoding="utf-8")
         files = [build_dir / a for a in entry.get("attachments", ())]
         resp = self._get(self._form_path(form_id), ok=(404,))
-        current = resp.json() if resp.status_code == 200 else None
+        current = self._json(resp) if resp.status_code == 200 else None
         published = bool(current and current.get("publishedAt"))
         if published and current and current.get("version") == version:
             if current.get("hash") != md5:
@@ -446,23 +530,32 @@ def _pyodk_problem(error: PyODKError) -> str:
     return str(error.args[0]) if error.args else type(error).__name__
 
 
-def _login_response(session: Session, **kw: Any) -> requests.Response:
-    """Log in through pyodk's own auth, but let our retry loop see network errors."""
-    session.auth.login()
-    resp = requests.Response()
-    resp.status_code = 200
-    return resp
+def _no_auth(r: requests.PreparedRequest) -> requests.PreparedRequest:
+    return r
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    body: dict[str, Any]
+    server_time: str | None  # the Date header, as UTC text
+
+
+def _next_mark(started: str | None, seen: str | None) -> str | None:
+    """Where the next pull starts: the latest time seen, but never after the server's clock
+    at the start of this phase less the margin (see :meth:`CentralSource.pages`)."""
+    if started is None:
+        return seen
+    moment = datetime.fromisoformat(started.replace("Z", "+00:00")) - CLOCK_MARGIN
+    floor = utc_text(moment.isoformat())
+    return min(floor, seen) if seen and floor else floor
+
+
+def _odata_text(value: str) -> str:
+    return value.replace("'", "''")  # OData doubles a quote inside a string literal
 
 
 def _latest(*stamps: str | None) -> str | None:
     return max((s for s in stamps if s), default=None)
-
-
-def _pyodk_status(error: PyODKError) -> str:
-    resp = error.args[1] if len(error.args) > 1 else None
-    if isinstance(resp, requests.Response):
-        return f"HTTP {resp.status_code}"
-    return "no token"
 
 
 class _Files:

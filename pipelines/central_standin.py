@@ -21,6 +21,8 @@ the tests use it with faults injected.
   the md5 as ETag and 304 for a matching ``If-None-Match``.
 * ``GET …/fields?odata=true`` derived from the XForm's binds (``binary`` for file fields).
 * A repeat inside a group stays inside it (navigation link, and rows with ``$expand=*``).
+* ``Date`` on every response shows the stand-in's clock (:meth:`CentralStandIn.now`), which
+  moves only as submissions, edits and reviews happen (or a test calls ``tick``).
 * Faults for tests: status (5xx, 429 + Retry-After), delay (a timeout), connection reset,
   a page sent twice, per-request hooks.
 """
@@ -28,6 +30,7 @@ the tests use it with faults injected.
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import json
 import re
@@ -137,6 +140,13 @@ class CentralStandIn:
         self.stop()
 
     # ---- data --------------------------------------------------------------------
+    def now(self) -> datetime:
+        """The server's clock. It moves only when something happens (``tick``), so the
+        timestamps it hands out are repeatable; every response's ``Date`` header shows it,
+        as Central's does its own clock."""
+        with self._lock:
+            return self._clock
+
     def tick(self, ms: int = 1) -> datetime:
         with self._lock:
             self._clock += timedelta(milliseconds=ms)
@@ -492,6 +502,11 @@ def _make_handler(central: CentralStandIn) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
             pass
+
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            # The Date header (RFC 9110 IMF-fixdate, whole seconds) from the stand-in's
+            # clock, the one its submission timestamps come from, as on a real server.
+            return email.utils.format_datetime(central.now(), usegmt=True)
 
         def do_GET(self) -> None:
             self._dispatch("GET")
@@ -970,9 +985,14 @@ def seed_synthetic(
     photo_every: int = 100,
     start: int = 0,
     version: str = "2024010101",
+    every_ms: int = 60_000,
 ) -> list[str]:
     """Add ``n`` sanitation-sweep-like submissions, each with 1–3 pile rows; every
-    ``photo_every``-th carries a small photo. Returns their instance ids."""
+    ``photo_every``-th carries a small photo. Returns their instance ids.
+
+    They arrive ``every_ms`` apart on the stand-in's clock (a minute: a busy day in the
+    field), not a millisecond apart, so a pull's safety margin on the server clock covers
+    about as many submissions as it would on a real server."""
     if form_id not in central.forms:
         central.add_form(form_id, version, synthetic_xform(form_id, version), form_id)
     ids = []
@@ -987,6 +1007,7 @@ def seed_synthetic(
             name = f"{1764374400000 + i}.jpg"
             piles[0]["photo"] = name
             photos[name] = b"\xff\xd8\xff\xe0" + i.to_bytes(8, "big") + b"\xff\xd9"
+        central.tick(max(0, every_ms - 1))  # add_submission ticks the last millisecond
         central.add_submission(
             form_id,
             iid,

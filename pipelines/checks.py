@@ -13,6 +13,10 @@ Checks, each with a stable id (:data:`CHECKS`):
   hold, or a village code not in the register;
 - ``overdue_finding``: a finding still to be rectified after its rectify-by date.
 
+Reasons quote what was typed (a title, a place name, a roster ID that does not exist), so each
+quoted value and each whole reason goes through :func:`pipelines.privacy.scrub_text` and is
+cut short when built: a phone or ID number typed into a title never reaches the quality sheet.
+
 Rows of the main table have ``repeat_index`` NA; rows of a repeat table carry the 1-based
 index of the entry, so a reviewer finds it in ODK Central or Kobo.
 """
@@ -31,6 +35,7 @@ from geo.boundaries import Boundaries
 from geo.coverage import locate_points
 from geo.illustrative import illustrative_boundaries
 from geo.villages import Village
+from pipelines.privacy import scrub_text
 from pipelines.rosters import Rosters, pick_lists
 from pipelines.tidy import TidyForm
 
@@ -83,6 +88,8 @@ OVERDUE_RULES = (
     OverdueRule("sanitation_sweep", "findings", "status", "to_rectify", "rectify_by", "check_date", "kind"),
 )  # fmt: skip
 _DEADLINE_FIELDS = frozenset(r.deadline for r in OVERDUE_RULES)
+_MAX_QUOTE = 40  # characters of a typed value quoted in a reason
+_MAX_REASON = 300
 
 
 @dataclass(frozen=True)
@@ -222,6 +229,24 @@ def _text(series: pd.Series) -> pd.Series:
     return series.astype(object).where(series.notna(), None)
 
 
+def _quote(value: object) -> str:
+    """A typed value as quoted in a reason: masked, on one line, at most :data:`_MAX_QUOTE`."""
+    text = " ".join(scrub_text(str(value)).split())
+    return text if len(text) <= _MAX_QUOTE else text[: _MAX_QUOTE - 1] + "…"
+
+
+def _clean(reasons: Sequence[str]) -> list[str]:
+    # Every reason masked and cut short, once per distinct text (reasons repeat a lot).
+    done: dict[str, str] = {}
+    out = []
+    for r in reasons:
+        if r not in done:
+            text = scrub_text(r)
+            done[r] = text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
+        out.append(done[r])
+    return out
+
+
 def _flag(table: pd.DataFrame, mask: np.ndarray | pd.Series, check: str, field: str, reasons: Sequence[str]) -> pd.DataFrame:  # fmt: skip
     rows = table[np.asarray(mask, dtype=bool)]
     village = _text(rows["village"]) if "village" in rows.columns else None
@@ -232,7 +257,7 @@ def _flag(table: pd.DataFrame, mask: np.ndarray | pd.Series, check: str, field: 
             "village_code": village.to_numpy(dtype=object) if village is not None else None,
             "check": check,
             "field": field,
-            "reason": list(reasons),
+            "reason": _clean(reasons),
         }
     )
 
@@ -329,15 +354,16 @@ def _rosters(ctx: _Context, table: pd.DataFrame, fields: list[Field]) -> list[pd
         bad = wrong[codes]
         if not bad.any():
             continue
+        quoted = [_quote(t) if w else "" for t, w in zip(texts, wrong, strict=False)]
         if check == "unknown_roster_id":
             label = _label(f)
             reasons = [
-                f"{label}：名单 {f.from_file} 中没有编号 {texts[c]}；请核对名单或重新选择"
+                f"{label}：名单 {f.from_file} 中没有编号 {quoted[c]}；请核对名单或重新选择"
                 for c in codes[bad]
             ]
         else:
             reasons = [
-                f"村代码 {texts[c]} 不在村庄名录（geo/villages.csv）中；请更新表单的村列表后重新选择"
+                f"村代码 {quoted[c]} 不在村庄名录（geo/villages.csv）中；请更新表单的村列表后重新选择"
                 for c in codes[bad]
             ]
         out.append(_flag(table, bad, check, f.path, reasons))
@@ -350,7 +376,10 @@ def _subject(ctx: _Context, table: pd.DataFrame, cols: list[str], labels: list[s
         values = _text(table[col])
         if col == "village":
             values = values.map(lambda v: ctx.names.get(v, v), na_action="ignore")
-        parts.append(values.map(lambda v, la=label: f"{la} {v}", na_action="ignore"))
+        # titles, place names and "other" texts are typed freely: quoted masked and short
+        codes, uniques = pd.factorize(values)
+        shown = np.array([f"{label} {_quote(u)}" for u in uniques] + [None], dtype=object)
+        parts.append(shown[codes])
     if not parts:
         return [""] * len(table)
     return ["、".join(p for p in row if isinstance(p, str)) for row in zip(*parts, strict=True)]

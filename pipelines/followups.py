@@ -18,7 +18,13 @@ kind                       open when                                     deadlin
 
 "Plan deadline" is the deadline of the plan indicator the item holds back (from ``plan.toml``).
 An item leaves the list when its submission is edited (e.g. the finding set to 已清理) or a
-later submission about the same subject no longer reports it.
+later submission about the same subject no longer reports it. Submissions count from 01-01 of
+the plan year to the as-of date, and "latest" is chosen by
+:func:`pipelines.indicators.latest_rows`, the rule the indicators use, so an item and the
+indicator it holds back read the same submission.
+
+Items of findings carry the ``photo`` taken with them (the attachment's file name, as the form
+stores it) so the maps can link it; it is not shown in the lists.
 
 Personal data is masked when the item is made, so no later step can leak it: names become the
 surname plus ``*``, ID numbers 6 + ``********`` + 4, phones 3 + ``****`` + 4, and ID numbers or
@@ -36,6 +42,7 @@ import pandas as pd
 
 from forms.schema import FormSchema
 from geo.villages import Village
+from pipelines.indicators import latest_rows, plan_rows
 from pipelines.plan import Plan
 from pipelines.privacy import mask_id_number, mask_name, mask_phone, scrub_text
 from pipelines.rosters import PERSONAL, Rosters
@@ -64,6 +71,7 @@ COLUMNS = (
     "indicator_id",
     "lat",
     "lon",
+    "photo",
 )
 # Chinese headers of the columns people see, in order (the rest are for maps and joins).
 HEADERS = {
@@ -104,6 +112,7 @@ class _Source:
 @dataclass(frozen=True)
 class _Ctx:
     as_of: date
+    year: int
     people: dict[str, pd.DataFrame]  # roster kind -> masked subject, id_number, phone by ID
 
 
@@ -119,9 +128,9 @@ def follow_ups(
     """Open follow-up items at ``as_of``, one row each, with :data:`COLUMNS`.
 
     Sorted by liaison group, village, deadline (items without one last) and date found.
-    Only submissions dated on or before ``as_of`` count.
+    Only submissions dated in the plan ``year`` up to ``as_of`` count.
     """
-    ctx = _Ctx(as_of, _people(rosters))
+    ctx = _Ctx(as_of, year, _people(rosters))
     frames = []
     for src in _SOURCES:
         form = forms.get(src.form)
@@ -257,17 +266,16 @@ def _multi_label(schema: FormSchema, field: str, values: pd.Series) -> pd.Series
     )
 
 
-def _until(frame: pd.DataFrame, date_col: str, as_of: date) -> pd.DataFrame:
-    if date_col not in frame.columns:
-        return frame.iloc[0:0]
-    day = pd.to_datetime(frame[date_col], errors="coerce")
-    return frame[(day <= pd.Timestamp(as_of)).to_numpy(dtype=bool)]
+def _until(ctx: _Ctx, frame: pd.DataFrame, date_col: str) -> pd.DataFrame:
+    return plan_rows(frame, date_col, year=ctx.year, as_of=ctx.as_of)
 
 
-def _latest(frame: pd.DataFrame, keys: list[str], date_col: str) -> pd.DataFrame:
-    order = [date_col, "submitted_at"] if "submitted_at" in frame.columns else [date_col]
-    ordered = frame.sort_values(order, kind="stable")
-    return ordered.drop_duplicates(keys, keep="last")
+def _latest(ctx: _Ctx, frame: pd.DataFrame, keys: list[str], date_col: str) -> pd.DataFrame:
+    return latest_rows(frame, keys, date_col, year=ctx.year, as_of=ctx.as_of)
+
+
+def _photo(rows: pd.DataFrame) -> pd.Series | None:
+    return _text(rows["photo"]) if "photo" in rows.columns else None
 
 
 def _join(index: pd.Index, *parts: pd.Series | str | None) -> pd.Series:
@@ -338,7 +346,7 @@ def _sanitation(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
         return None
     parent = [c for c in ("village", "check_date", "note") if c in form.table.columns]
     rows = form.repeat("findings", parent)
-    rows = _until(rows, "check_date", ctx.as_of)
+    rows = _until(ctx, rows, "check_date")
     rows = rows[(_text(rows["status"]) == "to_rectify").to_numpy(dtype=bool)]
     out = _base(rows)
     kind = _label(form.schema, "kind", rows["kind"])
@@ -353,13 +361,14 @@ def _sanitation(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
     out["found_on"] = rows["check_date"]
     out["deadline"] = rows["rectify_by"]
     out["lat"], out["lon"] = _point(rows, "location")
+    out["photo"] = _photo(rows)
     return out
 
 
 def _equipment(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
     if "equipment" not in form.repeats:
         return None
-    inspections = _latest(_until(form.table, "check_date", ctx.as_of), ["village"], "check_date")
+    inspections = _latest(ctx, form.table, ["village"], "check_date")
     rows = form.repeats["equipment"]
     rows = rows[rows["instance_id"].isin(inspections["instance_id"])]
     rows = rows[_text(rows["condition"]).isin(["damaged", "missing"])]
@@ -381,19 +390,16 @@ def _equipment(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
     out["content"] = _join(rows.index, what + "：" + state.fillna(""), note)
     out["found_on"] = rows["check_date"]
     out["lat"], out["lon"] = _point(rows, "location")
+    out["photo"] = _photo(rows)
     return out
 
 
 def _lighting(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
-    table = _until(form.table, "inspect_date", ctx.as_of)
-    if table.empty:
+    # each inspected stretch: the road, its name if "other", and the section (as the indicator)
+    latest = _latest(ctx, form.table, ["road", "road_other", "section"], "inspect_date")
+    if latest.empty:
         return None
-    table = table.assign(
-        _road=_text(table["road"]).fillna("")
-        + "|"
-        + _text(table.get("road_other", pd.Series(None, index=table.index))).fillna("")
-    )
-    latest = _latest(table, ["_road"], "inspect_date").set_index("instance_id")
+    latest = latest.set_index("instance_id")
     road = _label(form.schema, "road", latest["road"])
     other = _text(latest["road_other"]) if "road_other" in latest else None
     if other is not None:
@@ -413,6 +419,7 @@ def _lighting(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
         out["content"] = where.reindex(rows["instance_id"]).to_numpy() + "：" + kind.fillna("故障")
         out["found_on"] = latest["inspect_date"].reindex(rows["instance_id"]).to_numpy()
         out["lat"], out["lon"] = _point(rows, "location")
+        out["photo"] = _photo(rows)
         frames.append(out)
     # A shortfall of working lamps with no fault entered is still an open item.
     short = latest["lamps_installed"].astype("Float64") - latest["lamps_working"].astype("Float64")
@@ -438,7 +445,7 @@ def _lighting(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
 
 
 def _welfare(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
-    rows = _latest(_until(form.table, "review_date", ctx.as_of), ["post_holder"], "review_date")
+    rows = _latest(ctx, form.table, ["post_holder"], "review_date")
     bad = (_text(rows["meets_rules"]) == "no") | _text(rows["conclusion"]).isin(
         ["rectify", "dismiss"]
     )
@@ -455,7 +462,7 @@ def _welfare(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
 
 
 def _dibao(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
-    rows = _latest(_until(form.table, "verify_date", ctx.as_of), ["household"], "verify_date")
+    rows = _latest(ctx, form.table, ["household"], "verify_date")
     rows = rows[_text(rows["conclusion"]).isin(["adjust", "stop", "new"]).to_numpy(dtype=bool)]
     out = _base(rows).join(_subjects(ctx, "dibao_households", rows["household"]))
     out["content"] = _join(
@@ -469,7 +476,7 @@ def _dibao(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
 
 
 def _referral(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
-    rows = _latest(_until(form.table, "checkup_date", ctx.as_of), ["resident"], "checkup_date")
+    rows = _latest(ctx, form.table, ["resident"], "checkup_date")
     rows = rows[(_text(rows["referral"]) == "yes").to_numpy(dtype=bool)]
     out = _base(rows).join(_subjects(ctx, "residents", rows["resident"]))
     note = _text(rows["referral_note"]) if "referral_note" in rows else None
@@ -481,7 +488,7 @@ def _referral(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
 
 
 def _home_visit(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
-    rows = _until(form.table, "visit_date", ctx.as_of)
+    rows = _until(ctx, form.table, "visit_date")
     rows = rows[(_text(rows["follow_up"]) == "yes").to_numpy(dtype=bool)]
     out = _base(rows).join(_subjects(ctx, "students", rows["student"]))
     out["content"] = _join(
@@ -494,7 +501,7 @@ def _home_visit(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
 
 
 def _patrol(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
-    rows = _until(form.table, "patrol_date", ctx.as_of)
+    rows = _until(ctx, form.table, "patrol_date")
     rows = rows[(_text(rows["issues_found"]) == "yes").to_numpy(dtype=bool)]
     out = _base(rows)
     place = _label(form.schema, "place_kind", rows["place_kind"]) if "place_kind" in rows else None
@@ -510,7 +517,7 @@ def _patrol(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
 
 
 def _suggestion(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
-    rows = _until(form.table, "survey_date", ctx.as_of)
+    rows = _until(ctx, form.table, "survey_date")
     rows = rows[
         (_text(rows.get("needs_follow_up", pd.Series(None, index=rows.index))) == "yes").to_numpy(
             dtype=bool

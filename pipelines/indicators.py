@@ -110,18 +110,49 @@ def _as_key(series: pd.Series) -> pd.Series:
     return series.astype(object).where(series.notna(), None)
 
 
-def _select(ind: Indicator, frame: pd.DataFrame, first: date, as_of: date) -> pd.DataFrame:
+def plan_rows(frame: pd.DataFrame, date_field: str, *, year: int, as_of: date) -> pd.DataFrame:
+    """Rows dated from 01-01 of the plan year to ``as_of``, both included.
+
+    The one window for "what has been reported so far this year", shared by the indicators and
+    the follow-up lists (rows dated outside the year are flagged by the data checks instead).
+    """
+    if date_field not in frame.columns:
+        return frame.iloc[0:0]
+    day = pd.to_datetime(frame[date_field], errors="coerce")
+    keep = (day >= pd.Timestamp(year, 1, 1)) & (day <= pd.Timestamp(as_of))
+    return frame[keep.to_numpy(dtype=bool)]
+
+
+def latest_rows(frame: pd.DataFrame, subject: Sequence[str], date_field: str, *, year: int, as_of: date) -> pd.DataFrame:  # fmt: skip
+    """Each subject's newest row among :func:`plan_rows`: the latest ``date_field``, then the
+    latest ``submitted_at`` (a correction sent later wins). ``subject`` names the fields that
+    identify a subject (a village; a road, its "other" name and section), blanks included.
+
+    Used by the plan's ``latest`` indicators and by the follow-up items they hold back, so an
+    item and its indicator always read the same submission.
+    """
+    rows = plan_rows(frame, date_field, year=year, as_of=as_of)
+    if rows.empty:
+        return rows
+    keys = [c for c in subject if c in rows.columns]
+    if not keys:
+        return rows
+    order = [date_field] + (["submitted_at"] if "submitted_at" in rows.columns else [])
+    return rows.sort_values(order, kind="stable").drop_duplicates(keys, keep="last")
+
+
+def _select(ind: Indicator, form: TidyForm | None, frame: pd.DataFrame, first: date, year: int, as_of: date) -> pd.DataFrame:  # fmt: skip
     dates = pd.to_datetime(frame[ind.date_field])
     keep = (dates >= pd.Timestamp(first)) & (dates <= pd.Timestamp(as_of))
     frame = frame[keep]
     if ind.latest and len(frame):
-        order = [ind.date_field] + (["submitted_at"] if "submitted_at" in frame.columns else [])
-        frame = frame.sort_values(order, kind="stable")
-        if ind.repeat:  # keep every entry of the latest submission per subject
-            last = frame.drop_duplicates(ind.latest, keep="last")["instance_id"]
-            frame = frame[frame["instance_id"].isin(last)]
+        if ind.repeat and form is not None:
+            # every entry of each subject's newest submission, chosen among all submissions
+            # (a newest one with no entries still replaces an older one)
+            newest = latest_rows(form.table, ind.latest, ind.date_field, year=year, as_of=as_of)
+            frame = frame[frame["instance_id"].isin(newest["instance_id"])]
         else:
-            frame = frame.drop_duplicates(ind.latest, keep="last")
+            frame = latest_rows(frame, ind.latest, ind.date_field, year=year, as_of=as_of)
     return frame
 
 
@@ -157,7 +188,12 @@ def _per_village(ind: Indicator, frame: pd.DataFrame, rosters: Rosters | None, v
         roster = _roster(ind, rosters, villages)
         ids = _as_key(frame[ind.id_field])
         hit = _query(frame, ind.where, as_of)
-        counts = ids[hit].value_counts()
+        if ind.min_count > 1:  # one count per subject and day: a resend is not a second visit
+            day = pd.to_datetime(frame[ind.date_field], errors="coerce").dt.normalize()
+            visits = pd.DataFrame({"id": ids[hit], "day": day[hit]}).drop_duplicates()
+            counts = visits["id"].value_counts()
+        else:
+            counts = ids[hit].value_counts()
         if m == "coverage":
             reached = roster["name"].map(counts).fillna(0) >= ind.min_count
             out["num"] = reached.groupby(roster["village"]).sum().reindex(index, fill_value=0)
@@ -257,7 +293,7 @@ def indicator_progress(
     ``form`` is the tidy tables of the indicator's form (None: no submissions yet).
     """
     first, start, deadline = _window(ind, year, as_of)
-    frame = _select(ind, _rows_for(ind, form), first, as_of)
+    frame = _select(ind, form, _rows_for(ind, form), first, year, as_of)
     departments = departments or {}
     rows: list[dict[str, object]] = []
 

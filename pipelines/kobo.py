@@ -7,8 +7,11 @@
   hard, so a deletion during a pull would shift every offset and skip a row.
 * Edits and deletions: kpi keeps no last-edited time; an edit changes ``_uuid`` (and sets
   ``meta/deprecatedID``) and a deletion removes the row. So each pull lists ``_id``/``_uuid``
-  of every submission (``fields``) and compares it with the store: changed ones are fetched
-  again, missing ones are flagged deleted.
+  of every submission (``fields``) and compares it with the store: changed ones (and ones
+  the store has flagged deleted) are fetched again, missing ones are flagged deleted, but only
+  when the listing read as many submissions as kpi's ``count`` says it has.
+* Quarantined submissions are asked for again by ``meta/rootUuid`` (or ``_uuid``) at the
+  start of each pull.
 * Flat ``group/field`` keys become nested dicts; repeats are lists keyed by the repeat's own
   field names, the same shape Central gives.
 * Publishing: ``POST /api/v2/imports/`` (the built XLSForm, ``library=false``, and
@@ -24,15 +27,17 @@ import base64
 import hashlib
 import json
 import mimetypes
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import requests
 
-from pipelines._http import RetryPolicy, error_detail, request
+from pipelines._http import RetryPolicy, error_detail, fetch_file, json_body, request
 from pipelines.errors import ConfigError, SourceError
 from pipelines.records import (
     AttachmentRef,
@@ -43,7 +48,7 @@ from pipelines.records import (
     built_forms,
     utc_text,
 )
-from pipelines.store import Published, Store, open_store
+from pipelines.store import Known, Published, Store, open_store
 
 NAME = "kobo"
 MAX_LIMIT = 1000  # kpi silently caps larger values
@@ -52,6 +57,9 @@ _REVIEW = {
     "validation_status_not_approved": "rejected",
     "validation_status_on_hold": "hasIssues",
 }
+# Pages in a row that bring no higher _id (a proxy resending a page, rows without an _id)
+# before a keyset loop gives up for this pull.
+_MAX_STALLS = 3
 _SYSTEM = {"formhub/uuid", "__version__", "meta/rootUuid"}
 _XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -87,6 +95,7 @@ class KoboSource:
         self.session.headers["Authorization"] = f"Token {self._token}"
         self.session.headers["Accept"] = "application/json"
         self._assets: dict[str, dict[str, Any]] | None = None
+        self._assets_lock = threading.Lock()
 
     def __enter__(self) -> KoboSource:
         return self
@@ -111,17 +120,26 @@ class KoboSource:
             **kw,
         )
 
+    def _json(self, resp: requests.Response, keys: tuple[str, ...] = (), **kw: Any) -> Any:
+        return json_body(resp, "KoboToolbox", keys, secrets=(self._token,), **kw)
+
     # ---- assets ----------------------------------------------------------------------
     def _asset_list(self) -> dict[str, dict[str, Any]]:
-        if self._assets is None:
-            self._assets = {}
-            url: str | None = f"{self.base}/api/v2/assets/?format=json&limit=1000"
-            while url:
-                body = self._get(url).json()
-                for a in body["results"]:
-                    self._assets[a["uid"]] = a
-                url = body.get("next")
-        return self._assets
+        # Attachment workers ask too (a file listed by submission): one fetch, and no
+        # thread ever sees a list half filled.
+        with self._assets_lock:
+            if self._assets is None:
+                assets: dict[str, dict[str, Any]] = {}
+                url: str | None = f"{self.base}/api/v2/assets/?format=json&limit=1000"
+                while url:
+                    body = self._json(
+                        self._get(url), ("results",), rows="results", row_keys=("uid",)
+                    )
+                    for a in body["results"]:
+                        assets[a["uid"]] = a
+                    url = body.get("next")
+                self._assets = assets
+            return self._assets
 
     def form_ids(self) -> list[str]:
         """Every deployed survey, by form id where this manyi knows it, else by asset uid."""
@@ -156,8 +174,10 @@ class KoboSource:
         )
 
     def known_versions(self, uid: str) -> set[str]:
-        detail = self._get(f"{self.base}/api/v2/assets/{uid}/?format=json").json()
-        versions = {v["uid"] for v in (detail.get("deployed_versions") or {}).get("results", [])}
+        detail = self._json(self._get(f"{self.base}/api/v2/assets/{uid}/?format=json"))
+        deployed = detail.get("deployed_versions") or {}
+        results = deployed.get("results") if isinstance(deployed, dict) else None
+        versions = {v["uid"] for v in results or [] if isinstance(v, dict) and v.get("uid")}
         if detail.get("deployed_version_id"):
             versions.add(detail["deployed_version_id"])
         return versions
@@ -168,43 +188,71 @@ class KoboSource:
         query.update({k: json.dumps(v, separators=(",", ":")) for k, v in params.items()})
         return f"{self.base}/api/v2/assets/{uid}/data/?{urlencode(query)}"
 
-    def _results(self, url: str) -> list[Any]:
-        body = self._get(url).json()
-        if not isinstance(body, dict) or not isinstance(body.get("results"), list):
-            raise SourceError(f"KoboToolbox sent a page without 'results' for {url}")
-        return body["results"]
+    def _results(self, url: str) -> dict[str, Any]:
+        """One page of ``/data/``: ``{count, next, results}``."""
+        return self._json(self._get(url), ("results",), rows="results")
 
     def pages(
         self,
         form_id: str,
         cursor: dict[str, Any] | None,
-        known: Callable[[], Mapping[str, str | None]] | None = None,
+        known: Callable[[], Mapping[str, Known]] | None = None,
     ) -> Iterator[Page]:
         uid = self.asset_uid(form_id)
         versions = self.known_versions(uid)
         last_id = int((cursor or {}).get("last_id", 0))
-        # 1. new submissions, keyset paging on _id
+        # 1. new submissions, keyset paging on _id; a short page is not the end (a server
+        #    may cap `limit` lower than asked), a page without `next` is
+        stalls = 0
         while True:
-            rows = self._results(
+            body = self._results(
                 self._data_url(uid, query={"_id": {"$gt": last_id}}, sort={"_id": 1})
             )
+            rows = body["results"]
             if not rows:
                 break
+            before = last_id
             page = Page(rows=len(rows))
             for row in rows:
                 self._add(page, form_id, row, versions)
-                if isinstance(row, dict) and isinstance(row.get("_id"), int):
+                if isinstance(row, dict) and type(row.get("_id")) is int:
                     last_id = max(last_id, row["_id"])
             page.cursor = {"last_id": last_id}
             yield page
-            if len(rows) < self.page_size:
+            stalls = stalls + 1 if last_id == before else 0
+            if not body.get("next") or stalls == _MAX_STALLS:
                 break
         # 2. edits and deletions: compare every _uuid with what the store holds
         stored = dict(known() if known else {})
+        listing = self._listing(uid)
+        changed = [
+            sid
+            for root, (sid, u) in listing.seen.items()
+            if root in stored and (stored[root].deleted or stored[root].source_version != u)
+        ]
+        for start in range(0, len(changed), self.page_size):
+            part = changed[start : start + self.page_size]
+            for rows in self._all_results(self._data_url(uid, query={"_id": {"$in": part}})):
+                page = Page(rows=len(rows), cursor={"last_id": last_id})
+                for row in rows:
+                    self._add(page, form_id, row, versions)
+                yield page
+        gone: list[str] = []
+        if listing.complete:
+            gone = [r for r, k in stored.items() if not k.deleted and r not in listing.seen]
+        yield Page(gone=gone, cursor={"last_id": last_id})
+
+    def _listing(self, uid: str) -> _Listing:
+        """``_id``/``_uuid`` of every submission, keyset paged on ``_id`` (a deletion while
+        listing would shift ``next``'s offsets and skip a row). Complete only when every row
+        was read and their number is the server's ``count``: a listing that missed rows
+        must not flag them deleted."""
         seen: dict[str, tuple[int, str]] = {}
+        count: int | None = None
+        unreadable = stalls = 0
         after = 0
         while True:
-            rows = self._results(
+            body = self._results(
                 self._data_url(
                     uid,
                     query={"_id": {"$gt": after}},
@@ -212,22 +260,54 @@ class KoboSource:
                     fields=["_id", "_uuid", "meta/rootUuid"],
                 )
             )
+            if count is None:
+                count = body.get("count") if type(body.get("count")) is int else -1
+            rows = body["results"]
+            before = after
             for row in rows:
-                root = row.get("meta/rootUuid") or f"uuid:{row['_uuid']}"
-                seen[root] = (row["_id"], row["_uuid"])
-                after = max(after, row["_id"])
-            if len(rows) < self.page_size:
+                sid = row.get("_id") if isinstance(row, dict) else None
+                uuid = row.get("_uuid") if isinstance(row, dict) else None
+                if type(sid) is not int or not isinstance(uuid, str) or not uuid:
+                    unreadable += 1
+                    continue
+                root = row.get("meta/rootUuid") or f"uuid:{uuid}"
+                seen[root] = (sid, uuid)
+                after = max(after, sid)
+            if not rows or not body.get("next"):
                 break
-        changed = [sid for root, (sid, u) in seen.items() if root in stored and stored[root] != u]
-        for start in range(0, len(changed), self.page_size):
-            part = changed[start : start + self.page_size]
-            rows = self._results(self._data_url(uid, query={"_id": {"$in": part}}))
-            page = Page(rows=len(rows), cursor={"last_id": last_id})
-            for row in rows:
-                self._add(page, form_id, row, versions)
-            yield page
-        gone = [root for root in stored if root not in seen]
-        yield Page(gone=gone, cursor={"last_id": last_id})
+            stalls = stalls + 1 if after == before else 0
+            if stalls == _MAX_STALLS:  # the same rows again and again: cannot page on
+                unreadable += 1
+                break
+        complete = not unreadable and count == len(seen)
+        return _Listing(seen, complete)
+
+    def refetch(self, form_id: str, ids: Sequence[str]) -> Iterator[Page]:
+        """Ask again for submissions by root uuid (the quarantined ones). kpi always sets
+        ``meta/rootUuid``; ``_uuid`` also finds a row an older kpi stored without it.
+        Pages carry no cursor."""
+        if not ids:
+            return
+        uid = self.asset_uid(form_id)
+        versions = self.known_versions(uid)
+        for start in range(0, len(ids), self.page_size):
+            part = list(ids[start : start + self.page_size])
+            uuids = [i.removeprefix("uuid:") for i in part]
+            query = {"$or": [{"meta/rootUuid": {"$in": part}}, {"_uuid": {"$in": uuids}}]}
+            for rows in self._all_results(self._data_url(uid, query=query)):
+                page = Page(rows=len(rows))
+                for row in rows:
+                    self._add(page, form_id, row, versions)
+                yield page
+
+    def _all_results(self, url: str) -> Iterator[list[Any]]:
+        """The rows of a query for a fixed set of ids, page by page along ``next`` (a server
+        may give fewer rows a page than asked for)."""
+        next_url: str | None = url
+        while next_url:
+            body = self._results(next_url)
+            yield body["results"]
+            next_url = body.get("next") if body["results"] else None
 
     def _add(self, page: Page, form_id: str, row: Any, versions: set[str]) -> None:
         item = to_record(form_id, row, versions)
@@ -238,13 +318,12 @@ class KoboSource:
 
     def list_attachments(self, record: Record) -> list[AttachmentRef]:
         uid = self.asset_uid(record.form_id)
-        rows = self._results(self._data_url(uid, query={"meta/rootUuid": record.instance_id}))
-        return list(_attachments(rows[0])) if rows else []
+        url = self._data_url(uid, query={"meta/rootUuid": record.instance_id})
+        rows = self._results(url)["results"]
+        return list(_attachments(rows[0])) if rows and isinstance(rows[0], dict) else []
 
     def fetch_attachment(self, record: Record, ref: AttachmentRef) -> Iterator[bytes] | None:
-        # Not streamed: the body is read inside the retried call (see central.py).
-        resp = self._get(ref.url or "", ok=(404,))
-        return None if resp.status_code == 404 else iter([resp.content])
+        return fetch_file(self._get, ref.url)
 
     # ---- publishing ------------------------------------------------------------------
     def publish(
@@ -295,7 +374,7 @@ class KoboSource:
 
     def _asset(self, uid: str) -> dict[str, Any] | None:
         resp = self._get(f"{self.base}/api/v2/assets/{uid}/?format=json", ok=(404,))
-        return resp.json() if resp.status_code == 200 else None
+        return self._json(resp, ("uid",)) if resp.status_code == 200 else None
 
     def _find_asset(self, form_id: str, title: str, led: Published | None) -> dict[str, Any] | None:
         """The project holding this form: the one published last time, else the one survey
@@ -330,11 +409,11 @@ class KoboSource:
             data=data,
             idempotent=False,
         )
-        task = resp.json()
+        task = self._json(resp, ("uid",))
         url = f"{self.base}/api/v2/imports/{task['uid']}/"
         started, wait = time.monotonic(), self.policy.base_delay
         while True:
-            body = self._get(url).json()
+            body = self._json(self._get(url))
             status, messages = body.get("status"), body.get("messages") or {}
             if status == "complete":
                 done = messages.get("updated") or messages.get("created") or []
@@ -367,8 +446,8 @@ class KoboSource:
         out: dict[str, tuple[str, str]] = {}
         url: str | None = f"{self.base}/api/v2/assets/{uid}/files/?file_type=form_media"
         while url:
-            body = self._get(url).json()
-            for f in body.get("results", []):
+            body = self._json(self._get(url), ("results",), rows="results")
+            for f in body["results"]:
                 meta = f.get("metadata") or {}
                 if meta.get("filename"):
                     out[meta["filename"]] = (f["uid"], meta.get("hash") or "")
@@ -427,12 +506,18 @@ class KoboSource:
                 f"KoboToolbox refused to deploy {form_id} (project {uid}): "
                 f"{error_detail(resp)}; fix the form, build and publish again"
             )
-        return resp.json().get("version_id")
+        return self._json(resp).get("version_id")
+
+
+@dataclass(frozen=True)
+class _Listing:
+    seen: dict[str, tuple[int, str]]  # root uuid → (_id, _uuid)
+    complete: bool  # every submission the server counts was read
 
 
 def _attachments(row: dict[str, Any]) -> Iterator[AttachmentRef]:
     for a in row.get("_attachments") or []:
-        if not a.get("is_deleted"):
+        if isinstance(a, dict) and not a.get("is_deleted"):
             name = a.get("media_file_basename") or a.get("filename", "").rsplit("/", 1)[-1]
             yield AttachmentRef(name, url=a.get("download_url"))
 
@@ -458,7 +543,9 @@ def to_record(form_id: str, row: Any, versions: set[str]) -> Record | Quarantine
         return Quarantined(NAME, form_id, "row is not a JSON object", raw)
     root = row.get("meta/rootUuid") or (f"uuid:{row['_uuid']}" if row.get("_uuid") else None)
     if not root or not row.get("meta/instanceID"):
-        return Quarantined(NAME, form_id, "no meta/instanceID (or _uuid) in the submission", raw)
+        return Quarantined(
+            NAME, form_id, "no meta/instanceID (or _uuid) in the submission", raw, root or ""
+        )
     version = row.get("__version__")
     if versions and version not in versions:
         return Quarantined(

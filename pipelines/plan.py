@@ -64,7 +64,7 @@ class Indicator:
     field: str | None = None
     denominator: str | None = None
     baseline: str | None = None
-    latest: str | None = None
+    latest: tuple[str, ...] = ()  # the fields naming a subject: keep its newest row
     roster: str | None = None
     id_field: str | None = None
     roster_value: str | None = None
@@ -86,7 +86,8 @@ class Indicator:
         """Tidy-table columns this indicator reads (checked against the form)."""
         names = {self.date_field}
         names |= {n for n in (self.field, self.denominator, self.baseline) if n}
-        names |= {n for n in (self.latest, self.id_field, self.per) if n}
+        names |= set(self.latest)
+        names |= {n for n in (self.id_field, self.per) if n}
         for expr in (self.where, self.denominator_where):
             if expr:
                 names |= _query_names(expr)
@@ -203,9 +204,15 @@ def _indicator(raw: dict[str, Any], where: str, departments: dict[str, str], dom
                 raise ConfigError(
                     f"{where}: {key} = {raw[key]!r} is not a valid expression ({e.msg})"
                 ) from None
+    latest = raw.get("latest") or []
+    latest = [latest] if isinstance(latest, str) else latest
+    if not isinstance(latest, list) or not all(isinstance(x, str) and x for x in latest):
+        raise ConfigError(
+            f"{where}: latest = {raw['latest']!r} must be a field or a list of fields"
+        )
     values = {k: v for k, v in raw.items() if k in _KEYS}
     values.update(
-        levels=tuple(levels), start=start, deadline=deadline,
+        levels=tuple(levels), start=start, deadline=deadline, latest=tuple(latest),
         per_values=tuple(raw.get("per_values", ())),
         target=float(target) if target is not None else None,
         village_target=float(raw["village_target"]) if raw.get("village_target") is not None else None,

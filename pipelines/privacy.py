@@ -39,8 +39,40 @@ COMPOUND_SURNAMES = frozenset(
         "钟离",
     ]
 )
-ID_RE = re.compile(r"(?<![0-9A-Za-z])(\d{6})\d{8}(\d{3}[\dXx])(?![0-9A-Za-z])")
-PHONE_RE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+# Separators people type inside a number: spaces, hyphens and dashes (ASCII and full-width).
+_SEP = "[ \\t\\u3000\\-\\u2010-\\u2015\\uff0d]"
+# Not a number of anyone: the digits after "digit." (the fraction of a decimal such as a
+# coordinate, 35.16394660492) never start one.
+_NOT_FRACTION = r"(?<!\d)(?<!\d\.)"
+# The masker (scrub_text). ID numbers: 18 digits (the last may be X) or the old 15 digits, never
+# part of a longer number. Mobiles: an optional +86 / 0086 / 86, then 3-4-4 digits, with or
+# without separators between the groups.
+ID_RE = re.compile(
+    rf"{_NOT_FRACTION}(\d{{6}})(?:\d{{8}}(\d{{3}}[\dXx])|\d{{5}}(\d{{4}}))(?![\dXx])"
+)
+PHONE_RE = re.compile(
+    rf"{_NOT_FRACTION}((?:\+|00)?86{_SEP}?)?(1[3-9]\d){_SEP}?\d{{4}}{_SEP}?(\d{{4}})(?!\d)"
+)
+# The output scanner (find_unmasked) is deliberately wider than the masker, so a scan of the
+# outputs catches what the masker missed: a separator between any two digits, and any run of
+# 15 to 18 digits (the last may be X) counts as an ID number.
+_SCAN_PHONE = re.compile(
+    rf"{_NOT_FRACTION}(?:(?:\+|00)?86{_SEP}?)?"  # the prefix, then 11 digits
+    rf"1{_SEP}?[3-9](?:{_SEP}?\d){{9}}(?!\d)"
+)
+_SCAN_ID = re.compile(rf"{_NOT_FRACTION}\d(?:{_SEP}?\d){{13,16}}{_SEP}?[\dXx](?![\dXx])")
+# Tokens whose digits are no one's number: uuids (submission ids) and hex digests (photo file
+# names); neither the masker nor the scanner looks inside them. The scanner also skips ISO
+# dates, so two dates side by side ("2023-05-01 2023-05-31") are not one long number.
+_OPAQUE = (
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|(?=[0-9]*[a-fA-F])[0-9a-fA-F]{32,}"
+)
+_MASK_SKIP = re.compile(rf"(?<![0-9A-Za-z])(?:{_OPAQUE})(?![0-9A-Za-z])")
+_SCAN_SKIP = re.compile(
+    rf"(?<![0-9A-Za-z])(?:{_OPAQUE})(?![0-9A-Za-z])"
+    r"|(?<![\d.-])(?:19|20)\d\d-[01]\d-[0-3]\d(?![\d-])"
+)
 
 
 def _blank(value: Any) -> bool:
@@ -64,13 +96,14 @@ def mask_id_number(value: Any) -> Any:
 
 
 def mask_phone(value: Any) -> Any:
-    """``13812345678`` -> ``138****5678``; a ``+86``/``86`` prefix is dropped first."""
+    """``13812345678`` -> ``138****5678``; separators and a ``+86``/``0086``/``86`` prefix are
+    dropped first."""
     if _blank(value):
         return value
-    text = re.sub(r"[\s-]", "", str(value))
+    text = re.sub(rf"\s|{_SEP}", "", str(value))
     if not text:
         return text
-    text = re.sub(r"^(\+?86)(?=1\d{10}$)", "", text)
+    text = re.sub(r"^((?:\+|00)?86)(?=1\d{10}$)", "", text)
     if len(text) >= 7:
         return text[:3] + "****" + text[-4:]
     return "*" * len(text)
@@ -97,13 +130,34 @@ def mask_series(series: pd.Series, kind: str) -> pd.Series:
 
 def scrub_text(text: str) -> str:
     """Mask ID numbers and mobile numbers wherever they appear in free text (a suggestion, a
-    note), so a number typed into a comment does not slip into a list."""
-    text = ID_RE.sub(lambda m: m.group(1) + "********" + m.group(2), text)
-    return PHONE_RE.sub(lambda m: m.group(1) + "****" + m.group(2), text)
+    note), so a number typed into a comment does not slip into a list.
+
+    ``电话+86 138-1234-5678`` -> ``电话+86 138****5678``; an old 15-digit ID number keeps its
+    first 6 and last 4 like an 18-digit one.
+    """
+    out, last = [], 0
+    for m in _MASK_SKIP.finditer(text):  # a uuid or digest is copied as it is
+        out += [_scrub(text[last : m.start()]), m.group(0)]
+        last = m.end()
+    return "".join([*out, _scrub(text[last:])])
+
+
+def _scrub(text: str) -> str:
+    text = ID_RE.sub(lambda m: m.group(1) + "********" + (m.group(2) or m.group(3)), text)
+    return PHONE_RE.sub(lambda m: (m.group(1) or "") + m.group(2) + "****" + m.group(3), text)
 
 
 def find_unmasked(text: str) -> list[str]:
-    """ID numbers and mobile numbers left in ``text`` (for scanning output files)."""
-    return [m.group(0) for m in ID_RE.finditer(text)] + [
-        m.group(0) for m in PHONE_RE.finditer(text)
-    ]
+    """ID numbers and mobile numbers left in ``text``, for scanning output files.
+
+    Wider than :func:`scrub_text` on purpose (see ``_SCAN_PHONE``): a number the masker
+    missed is still found here. Decimal fractions (coordinates), uuids and hex digests are not
+    numbers of anyone and are skipped, as are ISO dates.
+    """
+    text = _SCAN_SKIP.sub("#", text)
+    ids = list(_SCAN_ID.finditer(text))
+    phones = [  # a mobile-like run inside an ID number is that ID number
+        m for m in _SCAN_PHONE.finditer(text)
+        if not any(i.start() <= m.start() < i.end() for i in ids)
+    ]  # fmt: skip
+    return list(dict.fromkeys(m.group(0) for m in [*ids, *phones]))

@@ -10,11 +10,17 @@ Layout under the outputs folder (``--out``, default ``settings.outputs_dir``)::
         月调度通报_2023-06_内部版.html / .xlsx   adds groups, masked follow-ups, data checks
         跟进清单_2023-06-30.xlsx / .csv          open items, one sheet per liaison group
         数据质量_2023-06-30.xlsx / .csv          flagged rows, one sheet per form
+        photos/                                  the photos of the findings on the maps
 
 Steps: store → :func:`pipelines.tidy.tidy` (form by form, so only one form's records are
 in memory at a time) → :func:`pipelines.indicators.compute_progress` (at the as-of date and
 at the end of the previous month, for "completed this month") → :func:`pipelines.checks.check_forms`
 → :func:`pipelines.followups.follow_ups` → files → :func:`geo.maps.draw_maps` → index.
+
+Maps link each open finding (a pile, a lamp, a piece of equipment) to its photo: the stored
+attachment (``<data_dir>/attachments``, by content) is copied into ``<as_of>/photos/`` under
+its sha256, so the outputs folder opens offline and can be handed on as it is. Photos of the
+roster forms (people's homes, 低保) are never linked on a map.
 
 Privacy: the public edition is built from aggregates only (no follow-up item, no free text,
 no roster field reaches it). Internal outputs carry the follow-up items, already masked when
@@ -26,6 +32,7 @@ Before any data exists the report still renders, saying 暂无数据.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -44,7 +51,7 @@ from openpyxl.chart import BarChart, Reference
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
-from forms.schema import load_schema
+from forms.schema import FormSchema, load_schema
 from geo.boundaries import Boundaries, load_boundaries
 from geo.illustrative import NOTICE, illustrative_boundaries
 from geo.maps import DOMAINS, MapsResult, draw_maps, write_index
@@ -52,7 +59,15 @@ from geo.roads import SEGMENTS
 from geo.villages import Village, load_villages
 from pipelines import followups as fu
 from pipelines.checks import CHECKS, Checks, check_forms
-from pipelines.indicators import DONE, LAGGING, ON_TRACK, OVERDUE, Progress, compute_progress
+from pipelines.indicators import (
+    DONE,
+    LAGGING,
+    ON_TRACK,
+    OVERDUE,
+    Progress,
+    compute_progress,
+    latest_rows,
+)
 from pipelines.plan import Indicator, Plan, load_plan
 from pipelines.rosters import COLUMNS as ROSTER_COLUMNS
 from pipelines.rosters import Rosters, demo_rosters, load_rosters, validate_roster
@@ -112,7 +127,17 @@ class _Data:
     boundaries: Boundaries
     forms: dict[str, TidyForm]
     counts: dict[str, int]
-    notes: list[str]
+    notes: list[str]  # shown in both editions of the report
+    warnings: list[str] = field(default_factory=list)  # for whoever runs the report
+    photos: dict[tuple[str, str, str], _Photo] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Photo:
+    """A stored attachment: (form, instance, file name) -> its file under data_dir."""
+
+    sha256: str
+    path: Path
 
 
 def write_report(settings, as_of: date, out_dir: Path | None = None) -> ReportResult:
@@ -164,8 +189,10 @@ def write_report(settings, as_of: date, out_dir: Path | None = None) -> ReportRe
     files["followups_xlsx"], files["followups_csv"] = _followup_files(items, report_dir, as_of)
     files["quality_xlsx"], files["quality_csv"] = _quality_files(checks, data, report_dir, as_of)
     clock.lap("write")
+    findings = _map_findings(items)
+    findings["photo"] = _copy_photos(findings, data.photos, report_dir, as_of)
     maps = draw_maps(
-        settings, out_dir, _map_progress(data, progress, items), _map_findings(items),
+        settings, out_dir, _map_progress(data, progress, items, year, as_of), findings,
         boundaries=data.boundaries,
     )  # fmt: skip
     index = write_index(out_dir, title=f"{settings.town} 满意度提升工程")
@@ -173,7 +200,7 @@ def write_report(settings, as_of: date, out_dir: Path | None = None) -> ReportRe
     return ReportResult(
         as_of=as_of, out_dir=out_dir, report_dir=report_dir, files=files, index=index, maps=maps,
         submissions=sum(data.counts.values()), progress=progress, checks=checks,
-        followups=items, warnings=tuple(data.notes), seconds=clock.laps,
+        followups=items, warnings=tuple(data.notes + data.warnings), seconds=clock.laps,
     )  # fmt: skip
 
 
@@ -207,19 +234,57 @@ def _load(settings) -> _Data:
         boundaries = illustrative_boundaries(villages)
     forms: dict[str, TidyForm] = {}
     counts: dict[str, int] = {}
+    warnings: list[str] = []
+    photos: dict[tuple[str, str, str], _Photo] = {}
     store_path = Path(settings.store_path)
     if store_path.exists():  # never create a store just to find it empty
         with open_store(settings) as store:
             for form_id in sorted(plan.forms()):
                 counts[form_id] = store.count(form_id)
                 if counts[form_id]:
-                    schema = load_schema(Path(settings.build_dir), form_id)
-                    forms[form_id] = tidy(store.records(form_id), schema)
+                    schemas = _schemas(Path(settings.build_dir), form_id)
+                    forms[form_id] = tidy(store.records(form_id), schemas)
+                    warnings += _unknown_versions(forms[form_id], schemas)
+            for form_id in sorted(_PHOTO_FORMS & set(forms)):
+                photos.update(_stored_photos(store, form_id))
     if not any(counts.values()):
         notes.append(f"{NO_DATA}：数据库中还没有任何提交记录，请先同步各表单（manyi pull）。")
     if boundaries.illustrative:
         notes.append(f"地图与 GPS 核查使用{NOTICE}。")
-    return _Data(plan, villages, rosters, known, boundaries, forms, counts, notes)
+    return _Data(plan, villages, rosters, known, boundaries, forms, counts, notes, warnings, photos)
+
+
+def _schemas(build_dir: Path, form_id: str) -> list[FormSchema]:
+    """Every version of the form's schema that is known, for :func:`pipelines.tidy.tidy` to
+    combine. The build folder keeps the JSON of the current build only (``manyi forms build``
+    overwrites it), so today that is one schema; records of older versions still tidy, and a
+    field only they had is kept as text (see :func:`_unknown_versions`)."""
+    return [load_schema(build_dir, form_id)]
+
+
+def _unknown_versions(form: TidyForm, schemas: list[FormSchema]) -> list[str]:
+    known = {s.version for s in schemas}
+    seen = form.table["form_version"].dropna().astype(str)
+    other = sorted(set(seen) - known)
+    if not other:
+        return []
+    n = int(seen.isin(other).sum())
+    return [
+        f"{form.schema.title or form.form_id}：{n} 条记录来自表单版本 {'、'.join(other)}，"
+        f"构建目录只有版本 {'、'.join(sorted(known))} 的结构；这些记录独有的字段按文本读取。"
+    ]
+
+
+# Forms whose photos show findings (piles, lamps, equipment), never a person or a home.
+_PHOTO_FORMS = frozenset({"sanitation_sweep", "fitness_square", "street_lighting"})
+
+
+def _stored_photos(store, form_id: str) -> dict[tuple[str, str, str], _Photo]:
+    found = {}
+    for a in store.attachments(form_id):
+        if a.status == "stored" and a.sha256 and a.local_path is not None:
+            found[(a.form_id, a.instance_id, a.name)] = _Photo(a.sha256, Path(a.local_path))
+    return found
 
 
 def _rosters(settings, codes: list[str], notes: list[str]) -> tuple[Rosters, bool]:
@@ -806,7 +871,7 @@ def _dispatch_xlsx(ctx: dict, path: Path) -> None:
 # --- maps ----------------------------------------------------------------------------------------
 
 
-def _map_progress(data: _Data, progress: Progress, items: pd.DataFrame) -> pd.DataFrame:
+def _map_progress(data: _Data, progress: Progress, items: pd.DataFrame, year: int, as_of: date) -> pd.DataFrame:  # fmt: skip
     """Village rows with a target, in the frame :func:`geo.maps.draw_maps` documents, plus the
     road segments (km done of planned km) and lit roads (lamps working of installed).
 
@@ -833,7 +898,7 @@ def _map_progress(data: _Data, progress: Progress, items: pd.DataFrame) -> pd.Da
             same = mine[frame.loc[mine, "domain"] == domain]
             if len(same) or len(mine):
                 frame.loc[(same if len(same) else mine)[0], "open_followups"] += int(n)
-    return pd.concat([frame, _road_rows(data)], ignore_index=True)
+    return pd.concat([frame, _road_rows(data, year, as_of)], ignore_index=True)
 
 
 def _map_domain(plan: Plan, key: str) -> str | None:
@@ -841,13 +906,14 @@ def _map_domain(plan: Plan, key: str) -> str | None:
     return name if name in DOMAINS.values() else None
 
 
-def _road_rows(data: _Data) -> pd.DataFrame:
+def _road_rows(data: _Data, year: int, as_of: date) -> pd.DataFrame:
+    """Each road's progress, from the same latest reports the road and lighting indicators
+    read (:func:`pipelines.indicators.latest_rows`)."""
     rows = []
     roads = data.forms.get("road_progress")
     planned = {s.segment_id: s.planned_km for s in SEGMENTS if s.planned_km}
     if roads is not None and {"segment", "km_done", "report_date"} <= set(roads.table.columns):
-        t = roads.table.sort_values(["report_date", "submitted_at"], kind="stable")
-        latest = t.drop_duplicates("segment", keep="last")
+        latest = latest_rows(roads.table, ["segment"], "report_date", year=year, as_of=as_of)
         for seg, km in zip(latest["segment"].astype(object), latest["km_done"], strict=True):
             if seg in planned and not pd.isna(km):
                 rows.append({"segment_id": seg, "value": float(km), "target": planned[seg], "label": "道路建设（公里）"})  # fmt: skip
@@ -855,11 +921,17 @@ def _road_rows(data: _Data) -> pd.DataFrame:
     if lights is not None and {"road", "lamps_working", "lamps_installed"} <= set(
         lights.table.columns
     ):
-        t = lights.table.sort_values(["inspect_date", "submitted_at"], kind="stable")
-        latest = t.drop_duplicates("road", keep="last")
-        for road, ok, total in zip(latest["road"].astype(object), latest["lamps_working"], latest["lamps_installed"], strict=True):  # fmt: skip
+        # the latest inspection of each stretch (road, "other" name, section), summed per road
+        stretch = ["road", "road_other", "section"]
+        latest = latest_rows(lights.table, stretch, "inspect_date", year=year, as_of=as_of)
+        lit = pd.DataFrame({
+            "road": latest["road"].astype(object),
+            "ok": pd.to_numeric(latest["lamps_working"], errors="coerce").fillna(0).astype(float),
+            "total": pd.to_numeric(latest["lamps_installed"], errors="coerce").astype(float),
+        }).groupby("road", sort=True).sum(min_count=1)  # fmt: skip
+        for road, ok, total in zip(lit.index, lit["ok"], lit["total"], strict=True):
             if road in {s.segment_id for s in SEGMENTS} and not pd.isna(total) and total > 0:
-                rows.append({"segment_id": road, "value": float(ok if not pd.isna(ok) else 0), "target": float(total), "label": "路灯（盏）"})  # fmt: skip
+                rows.append({"segment_id": road, "value": float(ok), "target": float(total), "label": "路灯（盏）"})  # fmt: skip
     frame = pd.DataFrame(rows, columns=["segment_id", "value", "target", "label"])
     frame.insert(0, "village_code", None)
     frame.insert(1, "indicator_id", "road_segments")
@@ -870,18 +942,20 @@ def _road_rows(data: _Data) -> pd.DataFrame:
 _MAP_KINDS = ("人居环境问题", "健身器材损坏/缺失", "路灯故障")
 
 
+_FINDING_COLUMNS = ["lat", "lon", "date", "kind", "status", "rectify_by", "domain", "village_code", "open", "form_id", "instance_id", "photo_name"]  # fmt: skip
+
+
 def _map_findings(items: pd.DataFrame) -> pd.DataFrame:
     """Open findings with a GPS point for the maps: sanitation findings to rectify, damaged or
     missing equipment and lighting faults. No free text and no person goes on a map: only the
-    kind, dates and state."""
+    kind, dates, state and the finding's photo (``photo_name``: the attachment's name, linked
+    by :func:`_copy_photos`; only for :data:`_PHOTO_FORMS`)."""
     if items.empty:
-        return pd.DataFrame(columns=["lat", "lon"])
+        return pd.DataFrame(columns=_FINDING_COLUMNS)
     located = items[items["lat"].notna() & items["lon"].notna() & items["kind"].isin(_MAP_KINDS)]
-    # geo.maps cannot yet draw a domain none of whose findings has a rectify-by date
-    dated = located.groupby("domain")["deadline"].transform(lambda d: d.notna().any())
-    located = located[dated.astype(bool)] if len(located) else located
     if located.empty:
-        return pd.DataFrame(columns=["lat", "lon"])
+        return pd.DataFrame(columns=_FINDING_COLUMNS)
+    photo = _nonblank(located["photo"]).where(located["form_id"].isin(_PHOTO_FORMS), None)
     return pd.DataFrame(
         {
             "lat": located["lat"].astype(float),
@@ -893,5 +967,44 @@ def _map_findings(items: pd.DataFrame) -> pd.DataFrame:
             "domain": located["domain"].map(lambda d: d if d in DOMAINS.values() else None),
             "village_code": located["village_code"],
             "open": True,
+            "form_id": located["form_id"],
+            "instance_id": located["instance_id"],
+            "photo_name": photo,
         }
     )
+
+
+def _nonblank(series: pd.Series) -> pd.Series:
+    return series.astype(object).where(series.notna() & (series.astype(str).str.strip() != ""), None)  # fmt: skip
+
+
+def _copy_photos(findings: pd.DataFrame, photos: Mapping[tuple[str, str, str], _Photo], report_dir: Path, as_of: date) -> pd.Series:  # fmt: skip
+    """Copy each finding's stored photo to ``report_dir/photos/<sha256><ext>`` and return its
+    link relative to ``maps/`` (None where there is no photo, or it was never downloaded).
+
+    Named by content, so a hostile file name never reaches the disk or the page and one photo
+    shared by several findings is copied once. Photos left from an earlier run of the same
+    date that no finding shows any more are removed: the folder matches the maps.
+    """
+    folder = report_dir / "photos"
+    links: list[str | None] = []
+    kept: set[str] = set()
+    for form_id, iid, name in zip(findings["form_id"], findings["instance_id"], findings["photo_name"], strict=True):  # fmt: skip
+        stored = photos.get((form_id, iid, name)) if isinstance(name, str) else None
+        if stored is None or not stored.path.is_file():
+            links.append(None)
+            continue
+        ext = Path(name).suffix.lower()
+        file = stored.sha256 + (ext if re.fullmatch(r"\.[a-z0-9]{1,8}", ext) else "")
+        if file not in kept:
+            folder.mkdir(exist_ok=True)
+            target = folder / file
+            if not target.is_file() or target.stat().st_size != stored.path.stat().st_size:
+                shutil.copyfile(stored.path, target)
+            kept.add(file)
+        links.append(f"../{as_of.isoformat()}/photos/{file}")
+    if folder.is_dir():
+        for old in folder.iterdir():
+            if old.is_file() and old.name not in kept:
+                old.unlink()
+    return pd.Series(links, index=findings.index, dtype=object)

@@ -1,12 +1,13 @@
 """The submission store: one SQLite file under ``settings.data_dir``.
 
 * ``submissions`` is keyed by (form_id, instance_id). An edit replaces the row and counts as
-  updated; a deletion sets ``deleted`` and keeps the row.
+  updated; a deletion sets ``deleted`` and keeps the row; a deleted row the server sends live
+  again is restored (updated).
 * ``attachments`` rows point at files stored by content hash under ``data_dir/attachments``,
   so a hostile name (``../../x``, ``/etc/passwd``) is only ever text in a column.
 * ``sync_state`` holds one opaque JSON cursor per (source, form_id). A page's rows and the
   cursor after that page are written in one transaction, so a killed pull resumes cleanly.
-* ``quarantine`` keeps records that could not be read, with the reason.
+* ``quarantine`` keeps records that could not be read, with the reason, until they read.
 
 The SQL is kept portable (``INSERT … ON CONFLICT … DO UPDATE``, TEXT/INTEGER columns, no
 AUTOINCREMENT) so a PostgreSQL backend needs only a different connection and paramstyle.
@@ -127,6 +128,14 @@ class PageCounts:
     deleted: int = 0
     unchanged: int = 0
     quarantined: int = 0
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the store holds of one submission, for a source to compare with."""
+
+    source_version: str | None
+    deleted: bool
 
 
 @dataclass(frozen=True)
@@ -272,16 +281,24 @@ class Store:
                 if old is None:
                     counts.deleted += rec.deleted
                     counts.new += not rec.deleted
-                elif old[0] == digest:
+                elif old[1] and rec.deleted:
+                    # Deleted before and still: nothing a user would call a change, though
+                    # the server's marker (deletedAt, review state) may have moved on.
+                    counts.unchanged += 1
+                    if old[0] == digest and old[2] == rec.source_version:
+                        continue
+                elif old[0] == digest and not old[1]:
                     counts.unchanged += 1
                     if old[2] != rec.source_version:
                         marker_updates.append(
                             (rec.source_version, rec.updated_at, form_id, rec.instance_id)
                         )
                     continue
-                elif rec.deleted and not old[1]:
+                elif rec.deleted:
                     counts.deleted += 1
                 else:
+                    # An edit, or a row flagged deleted that the server sends live again
+                    # (restored, or flagged by a listing that missed it): the flag clears.
                     counts.updated += 1
                 if rec.deleted and old is not None:
                     # Flag only: keep the last known content of a deleted submission.
@@ -330,6 +347,12 @@ class Store:
                     "source_version = ?, changed_at = ? WHERE form_id = ? AND instance_id = ?",
                     flag_updates,
                 )
+            # A record that reads now leaves the quarantine it was in.
+            self._in_chunks(
+                "DELETE FROM quarantine WHERE source = ? AND form_id = ? AND item_key IN ({marks})",
+                (source, form_id),
+                list(dict.fromkeys(r.instance_id for r in records)),
+            )
             for item in quarantined:
                 self.db.execute(
                     """INSERT INTO quarantine (source, form_id, item_key, reason, raw,
@@ -355,17 +378,26 @@ class Store:
         return counts
 
     def _flag_deleted(self, form_id: str, ids: list[str], stamp: str) -> int:
-        flagged = 0
+        cursors = self._in_chunks(
+            "UPDATE submissions SET deleted = 1, changed_at = ? "
+            "WHERE form_id = ? AND deleted = 0 AND instance_id IN ({marks})",
+            (stamp, form_id),
+            ids,
+        )
+        return sum(cur.rowcount for cur in cursors)
+
+    def _in_chunks(
+        self, sql: str, args: tuple[Any, ...], ids: Sequence[str]
+    ) -> list[sqlite3.Cursor]:
+        """Run ``sql``, whose ``IN ({marks})`` takes ``ids``, in chunks that stay under
+        SQLite's limit on variables; ``args`` are the parameters before the ids. A cursor
+        per chunk: rows to read, or the rowcount of an UPDATE."""
+        out = []
         for start in range(0, len(ids), _CHUNK):
-            part = ids[start : start + _CHUNK]
+            part = list(ids[start : start + _CHUNK])
             marks = ",".join("?" * len(part))
-            cur = self.db.execute(
-                "UPDATE submissions SET deleted = 1, changed_at = ? "  # noqa: S608
-                f"WHERE form_id = ? AND deleted = 0 AND instance_id IN ({marks})",
-                (stamp, form_id, *part),
-            )
-            flagged += cur.rowcount
-        return flagged
+            out.append(self.db.execute(sql.format(marks=marks), (*args, *part)))
+        return out
 
     def stored_attachments(self, form_id: str, instance_id: str) -> int:
         return self.db.execute(
@@ -376,15 +408,13 @@ class Store:
 
     def _existing(self, form_id: str, ids: list[str]) -> dict[str, tuple[str, int, str | None]]:
         found: dict[str, tuple[str, int, str | None]] = {}
-        for start in range(0, len(ids), _CHUNK):
-            part = ids[start : start + _CHUNK]
-            marks = ",".join("?" * len(part))
-            rows = self.db.execute(
-                "SELECT instance_id, content_hash, deleted, source_version FROM submissions "  # noqa: S608
-                f"WHERE form_id = ? AND instance_id IN ({marks})",
-                (form_id, *part),
-            )
-            for iid, digest, deleted, version in rows:
+        for cur in self._in_chunks(
+            "SELECT instance_id, content_hash, deleted, source_version FROM submissions "
+            "WHERE form_id = ? AND instance_id IN ({marks})",
+            (form_id,),
+            ids,
+        ):
+            for iid, digest, deleted, version in cur:
                 found[iid] = (digest, deleted, version)
         return found
 
@@ -417,13 +447,15 @@ class Store:
             sql += " AND deleted = 0"
         return self.db.execute(sql, args).fetchone()[0]
 
-    def source_versions(self, form_id: str) -> dict[str, str | None]:
-        """instance_id → the source's change marker, for live (not deleted) submissions."""
+    def known(self, form_id: str) -> dict[str, Known]:
+        """instance_id → the source's change marker and the deleted flag, for every stored
+        submission: a source that lists what it has (Kobo) compares with it, and a row
+        flagged deleted that the server still lists is fetched again."""
         rows = self.db.execute(
-            "SELECT instance_id, source_version FROM submissions WHERE form_id = ? AND deleted = 0",
+            "SELECT instance_id, source_version, deleted FROM submissions WHERE form_id = ?",
             (form_id,),
         )
-        return dict(rows)
+        return {iid: Known(version, bool(deleted)) for iid, version, deleted in rows}
 
     def quarantined(self, form_id: str | None = None) -> list[Quarantined]:
         sql = "SELECT source, form_id, reason, raw, item_key FROM quarantine"
@@ -432,6 +464,17 @@ class Store:
             sql += " WHERE form_id = ?"
             args.append(form_id)
         return [Quarantined(*row) for row in self.db.execute(sql + " ORDER BY item_key", args)]
+
+    def quarantined_ids(self, source: str, form_id: str) -> list[str]:
+        """Instance ids quarantined from ``source``, to ask the server for again: a record
+        of an unknown form version reads once that version is published, and the source's
+        cursor has long moved past it. Items kept only by a hash of their text have no id."""
+        rows = self.db.execute(
+            "SELECT item_key FROM quarantine WHERE source = ? AND form_id = ? "
+            "AND item_key NOT LIKE 'sha256:%' ORDER BY first_seen_at, item_key",
+            (source, form_id),
+        )
+        return [r[0] for r in rows]
 
     # ---- attachments -----------------------------------------------------------------
     def incomplete_attachments(self, form_id: str) -> list[Record]:
@@ -448,32 +491,25 @@ class Store:
         return self._records_by_id(form_id, [r[0] for r in rows])
 
     def _records_by_id(self, form_id: str, ids: list[str]) -> list[Record]:
-        out = []
-        for start in range(0, len(ids), _CHUNK):
-            part = ids[start : start + _CHUNK]
-            marks = ",".join("?" * len(part))
-            rows = self.db.execute(
-                "SELECT form_id, instance_id, form_version, submitted_at, updated_at, "  # noqa: S608
-                "review_state, deleted, record_json, attachments_expected, source_version "
-                f"FROM submissions WHERE form_id = ? AND instance_id IN ({marks})",
-                (form_id, *part),
-            )
-            out.extend(_record(row) for row in rows)
-        return out
+        cursors = self._in_chunks(
+            "SELECT form_id, instance_id, form_version, submitted_at, updated_at, "
+            "review_state, deleted, record_json, attachments_expected, source_version "
+            "FROM submissions WHERE form_id = ? AND instance_id IN ({marks})",
+            (form_id,),
+            ids,
+        )
+        return [_record(row) for cur in cursors for row in cur]
 
     def stored_names(self, form_id: str, ids: Sequence[str]) -> dict[str, set[str]]:
         """instance_id → names of the files already stored, for a batch of submissions."""
         found: dict[str, set[str]] = {}
-        ids = list(dict.fromkeys(ids))
-        for start in range(0, len(ids), _CHUNK):
-            part = ids[start : start + _CHUNK]
-            marks = ",".join("?" * len(part))
-            rows = self.db.execute(
-                "SELECT instance_id, name, local_path FROM attachments "  # noqa: S608
-                f"WHERE form_id = ? AND status = 'stored' AND instance_id IN ({marks})",
-                (form_id, *part),
-            )
-            for iid, name, rel in rows:
+        for cur in self._in_chunks(
+            "SELECT instance_id, name, local_path FROM attachments "
+            "WHERE form_id = ? AND status = 'stored' AND instance_id IN ({marks})",
+            (form_id,),
+            list(dict.fromkeys(ids)),
+        ):
+            for iid, name, rel in cur:
                 if rel and (self.data_dir / rel).is_file():
                     found.setdefault(iid, set()).add(name)
         return found

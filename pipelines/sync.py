@@ -3,7 +3,7 @@
 Each page is written with its cursor in one transaction, so a pull killed at any point and
 run again ends with exactly the server's submissions. Attachments are fetched on a few
 threads after their page is stored, beside the next page; any a killed run missed are picked
-up at the start of the next one.
+up at the start of the next one, as are quarantined records a source can ask for again by id.
 """
 
 from __future__ import annotations
@@ -178,7 +178,14 @@ def _default_forms(settings: Any, src: Any) -> list[str]:
         return list(src.form_ids())
     manifest = Path(settings.build_dir) / "manifest.json"
     if manifest.exists():
-        return [e["form_id"] for e in json.loads(manifest.read_text("utf-8"))["forms"]]
+        try:
+            forms = json.loads(manifest.read_text("utf-8"))["forms"]
+            return [str(e["form_id"]) for e in forms]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ConfigError(
+                f"{manifest}: not a manyi build manifest ({type(e).__name__}: {e}); run "
+                "`manyi forms build` again, or name the forms to pull with --form"
+            ) from None
     raise ConfigError(f"no --form given and {manifest} does not exist; name the forms to pull")
 
 
@@ -190,8 +197,23 @@ def _pull_form(
         fetcher.submit(store.incomplete_attachments(form_id))
         result.attachments += fetcher.drain(wait=True)
 
+        # Quarantined records first: the cursor has moved past them, and one that reads now
+        # (its form version has since been published, say) is stored and leaves quarantine.
+        # (Still unreadable ones are written again, with today's reason, but not counted.)
+        refetch = getattr(src, "refetch", None)  # files re-reads everything anyway
+        retry = store.quarantined_ids(src.name, form_id) if refetch else []
+        if refetch and retry:
+            for page in refetch(form_id, retry):
+                counts = store.write_page(src.name, form_id, page.records, page.quarantined)
+                result.new += counts.new
+                result.updated += counts.updated
+                result.deleted += counts.deleted
+                result.rows += page.rows
+                fetcher.submit(page.records)
+            result.attachments += fetcher.drain()
+
         cursor = store.cursor(src.name, form_id)
-        for page in src.pages(form_id, cursor, known=lambda: store.source_versions(form_id)):
+        for page in src.pages(form_id, cursor, known=lambda: store.known(form_id)):
             counts = store.write_page(
                 src.name, form_id, page.records, page.quarantined, page.cursor, page.gone
             )

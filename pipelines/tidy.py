@@ -16,7 +16,9 @@ Types, decided by the schema and converted column by column (never cell by cell)
 - ``integer`` -> ``Int64``, ``decimal`` -> ``Float64``;
 - ``date`` -> ``datetime64`` calendar dates (local dates, no zone); ``dateTime`` (``start``,
   ``end``) and the record's ``submitted_at``/``updated_at`` -> Asia/Shanghai aware timestamps;
-  ``time`` -> ``HH:MM:SS`` text in Asia/Shanghai;
+  ``time`` -> ``HH:MM:SS`` text in Asia/Shanghai. A form's dateTime or time without a zone is
+  the phone's local time, so it is read as Asia/Shanghai (never as UTC); one with a zone (``Z``,
+  ``+08:00``) is converted. The record's own times are UTC by definition (records.utc_text);
 - everything else (text, calculate, image, geotrace …) stays text.
 
 Records of several form versions combine into one table: pass every version's schema and the
@@ -227,11 +229,11 @@ def _typed(name: str, f: Field | None, values: list[Any], out: dict[str, pd.Seri
     elif kind in ("date", "today"):
         out[name] = _per_unique(raw, _dates)
     elif kind in ("dateTime", "start", "end"):
-        out[name] = _local_time(raw)
+        out[name] = _local_time(raw, naive=TZ)
     elif kind == "time":
-        stamp = pd.to_datetime("2000-01-01T" + raw.astype(str), errors="coerce", utc=True)
-        local = stamp.dt.tz_convert(TZ).dt.strftime("%H:%M:%S")
-        out[name] = local.where(raw.notna(), None)
+        # a day of the year 2000 carries the time through the parser (Shanghai was +08:00)
+        clock = _per_unique(raw, _clock_time).astype(object)
+        out[name] = clock.where(clock.notna(), None)
     else:
         out[name] = _as_text(values)
 
@@ -261,11 +263,40 @@ def _choice(raw: pd.Series, listed: list[str]) -> pd.Series:
     return pd.Series(cat, index=raw.index)
 
 
-def _local_time(raw: pd.Series) -> pd.Series:
-    """ISO-8601 text (any offset, or ``Z``) -> Asia/Shanghai aware timestamps."""
+# A zone designator at the end of an ISO-8601 time: Z, +08:00, +0800 or +08 (after hh:mm).
+_ZONED = r":\d\d(?:[.,]\d+)?\s*(?:[Zz]|[+-]\d\d(?::?\d\d)?)$"
+
+
+def _local_time(raw: pd.Series, naive: str = "UTC") -> pd.Series:
+    """ISO-8601 text -> Asia/Shanghai aware timestamps. A value with a zone (``Z``, any
+    offset) is converted; one without is read as local time in ``naive``.
+
+    A column is nearly always all zoned or all unzoned: one vectorised parse does it. Only a
+    mixed column (the parser refuses to mix) is split by a regex and parsed in two parts.
+    """
     text = raw.where(raw.isna(), raw.astype(str))
-    stamp = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    try:
+        stamp = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    except ValueError:  # zoned and unzoned values, or several offsets, in one column
+        zoned = text.str.contains(_ZONED, regex=True, na=False).to_numpy(dtype=bool)
+        aware = pd.to_datetime(text.where(zoned), errors="coerce", utc=True, format="ISO8601")
+        local = _localize(pd.to_datetime(text.where(~zoned), errors="coerce", format="ISO8601"), naive)  # fmt: skip
+        stamp = aware.dt.tz_convert(TZ).where(zoned, local.dt.tz_convert(TZ))
+    else:
+        if stamp.dt.tz is None:
+            stamp = _localize(stamp, naive)
     return stamp.dt.tz_convert(TZ).astype(f"datetime64[ns, {TZ}]")
+
+
+def _localize(stamp: pd.Series, zone: str) -> pd.Series:
+    # a wall-clock time that does not exist or repeats (Shanghai's summer time of 1986–91) is NaT
+    return stamp.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+
+
+def _clock_time(text: pd.Series) -> pd.Series:
+    """``HH:MM[:SS][zone]`` -> ``HH:MM:SS`` in Asia/Shanghai; unzoned times are local already."""
+    day = text.where(text.isna(), "2000-01-01T" + text.astype(str).str.strip())
+    return _local_time(day, naive=TZ).dt.strftime("%H:%M:%S").astype(object)
 
 
 def _frame(

@@ -178,3 +178,37 @@ def test_a_town_year_of_findings_stays_small(tmp_path):
     assert size < 3_000_000, size
     page = Path(result.maps["overview"]).read_text("utf-8")
     assert len(_data_array(page)) == 9_999 and page.count("L.marker(") == 1
+
+
+@pytest.mark.parametrize(
+    "photo",
+    [
+        "java\tscript:alert(1)",
+        "java\nscript:alert(1)",
+        "\x01javascript:alert(1)",
+        " javascript:alert(1)",
+        "//evil.example/x",
+        "\t//evil.example/x",
+        "data:text/html;base64,PHNjcmlwdD4=",
+        "vbscript:msgbox(1)",
+        "\\\\evil.example\\x",
+        'p.jpg" onmouseover="alert(1)',
+    ],
+)
+def test_a_photo_link_is_a_web_link_or_a_relative_path_only(tmp_path, photo):
+    findings = _findings(2).assign(photo=[photo, "../2023-06-30/photos/ab12.jpg"])
+    findings["status"] = "待整改"
+    page = draw_maps(Settings(), tmp_path, None, findings).maps["overview"].read_text("utf-8")
+    popups = [row[2] for row in _data_array(page)]
+    assert [("href=" in p) for p in popups] == [False, True]
+    assert 'href="../2023-06-30/photos/ab12.jpg"' in popups[1]
+    assert "script:" not in page.split("var rows")[0].split("var s =")[-1]
+    assert "evil.example" not in page
+
+
+def test_web_links_keep_working(tmp_path):
+    findings = _findings(2).assign(photo=["https://img.example.cn/p/1.jpg", "HTTP://img.example.cn/2.jpg"])  # fmt: skip
+    findings["status"] = "待整改"
+    page = draw_maps(Settings(), tmp_path, None, findings).maps["overview"].read_text("utf-8")
+    hrefs = [re.search(r'href="([^"]*)"', row[2]).group(1) for row in _data_array(page)]
+    assert hrefs == ["https://img.example.cn/p/1.jpg", "HTTP://img.example.cn/2.jpg"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,10 +18,11 @@ import pytest
 from pipelines._http import RetryPolicy
 from pipelines.central import publish as central_publish
 from pipelines.central_standin import CentralStandIn, Fault, seed_synthetic
+from pipelines.cli import main
 from pipelines.config import load_settings
 from pipelines.errors import ConfigError, SourceError
 from pipelines.store import open_store
-from pipelines.sync import pull
+from pipelines.sync import _default_forms, pull
 from tests.helpers import REPO, SHARED
 from tests.pipelines._built import FORM as FORM_P
 from tests.pipelines._built import build
@@ -83,7 +87,8 @@ def test_full_pull_matches_the_recorded_server(central, tmp_path: Path) -> None:
 
 def test_incremental_pull_sees_new_edited_and_deleted(central, tmp_path: Path) -> None:
     s = settings_for(central, tmp_path)
-    pull(s, "central", [FORM], policy=FAST)
+    central.tick(10 * 60_000)  # the pull runs ten minutes after the last submission
+    first = pull(s, "central", [FORM], policy=FAST)
     central.edit(FORM, A, note="已清理")
     central.delete(FORM, E)
     seed_synthetic(central, FORM, 3, photo_every=0, version="2023020101")
@@ -95,8 +100,12 @@ def test_incremental_pull_sees_new_edited_and_deleted(central, tmp_path: Path) -
     assert E not in got
     with open_store(s) as store:
         assert any(r.instance_id == E and r.deleted for r in store.records(FORM, True))
-    feed = [p for m, p in central.requests if ".svc/Submissions" in p]
+    feed = [p for m, p in central.requests if ".svc/Submissions" in p and "__id" not in p]
     assert "updatedAt" in feed[0]  # the incremental query, not a full re-download
+    # only what changed came down: 3 new, A edited, E deleted, the newest change of the
+    # first pull again (B's review: where this one starts, ge not gt), and the quarantined
+    # record, asked for again by its id
+    assert (first.forms[0].rows, report.forms[0].rows) == (7, 3 + 1 + 1 + 1 + 1)
     again = pull(s, "central", [FORM], policy=FAST)
     assert (again.new, again.updated, again.deleted) == (0, 0, 0)
 
@@ -227,12 +236,50 @@ print("finished", flush=True)
 """
 
 
+class KillAt:
+    """A stand-in hook that SIGKILLs the pulling process when it asks for the ``nth``
+    request whose path holds ``marker``: the kill lands at the same point of the pull on
+    any machine, however slow, before the server answers that request."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        self.marker, self.nth, self.seen, self.killed = "", 0, 0, False
+
+    def arm(self, proc: subprocess.Popen[str], marker: str, nth: int) -> None:
+        self.proc, self.marker, self.nth, self.seen, self.killed = proc, marker, nth, 0, False
+
+    def __call__(self, method: str, path: str) -> None:
+        if self.proc is None or self.killed or self.marker not in path:
+            return
+        self.seen += 1
+        if self.seen == self.nth:
+            self.killed = True
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=60)  # dead before this request is answered
+
+
+def run_killed(script: str, env: dict[str, str], cwd: Path, hook: KillAt, at: tuple[str, int]):
+    """Run a pull in a child process and kill it at ``at`` = (path marker, nth request)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    hook.arm(proc, *at)
+    _out, err = proc.communicate(timeout=120)
+    hook.proc = None
+    assert hook.killed or proc.returncode == 0, err
+    return hook.killed
+
+
 def test_sigkill_mid_pull_then_rerun_gives_exactly_the_servers_submissions(
     tmp_path: Path,
 ) -> None:
     with CentralStandIn(password=PASSWORD) as server:
         seed_synthetic(server, "kill_form", 60, photo_every=3)
-        server.page_delay = 0.05
         env = dict(
             os.environ,
             MANYI_DATA_DIR=str(tmp_path / "data"),
@@ -242,29 +289,29 @@ def test_sigkill_mid_pull_then_rerun_gives_exactly_the_servers_submissions(
             MANYI_CENTRAL_PROJECT="1",
             PYTHONPATH=str(REPO),
         )
-        finished = False
+        hook = KillAt()
+        server.before = hook
+        # Killed while asking for a page (the one before it may be half stored), while
+        # fetching photos, at the very start, and after edits made between runs. Each run
+        # stores at least a page, and 15 pages of 4 are more than the runs can reach.
+        plan = [
+            (".svc/Submissions", 3),
+            ("/attachments/", 2),
+            (".svc/Submissions", 1),
+            (".svc/Submissions", 4),
+            ("/attachments/", 1),
+            (".svc/Submissions", 3),
+        ]
         kills = 0
-        for delay in (0.3, 0.5, 0.7, 0.9, 1.2, 1.5, 2.0):
-            proc = subprocess.Popen(
-                [sys.executable, "-c", KILL_SCRIPT],
-                env=env,
-                cwd=tmp_path,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            time.sleep(delay)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            out, _err = proc.communicate(timeout=60)
-            finished = finished or "finished" in out
-            if delay == 0.9:
-                # edits and deletions between killed runs must land too
+        for n, at in enumerate(plan):
+            kills += run_killed(KILL_SCRIPT, env, tmp_path, hook, at)
+            if n == 2:
+                # edits, deletions and new submissions between killed runs must land too
                 server.edit("kill_form", "uuid:00000000-0000-4000-8000-000000000001", note="改")
                 server.delete("kill_form", "uuid:00000000-0000-4000-8000-000000000002")
                 seed_synthetic(server, "kill_form", 5, photo_every=3, start=60)
-        assert kills >= 3
+        assert kills == len(plan)
+        server.before = None
         rerun = subprocess.run(
             [sys.executable, "-c", KILL_SCRIPT],
             env=env,
@@ -391,6 +438,7 @@ GROUPED = {
 
 def test_several_forms_in_one_pull_each_with_its_own_cursor(central, tmp_path: Path) -> None:
     seed_synthetic(central, "second_form", 5, photo_every=2)
+    central.tick(10 * 60_000)  # each form's mark is then its own latest submission
     s = settings_for(central, tmp_path)
     report = pull(s, "central", None, policy=FAST)  # no --form: every published form
     by_form = {f.form_id: f for f in report.forms}
@@ -428,3 +476,98 @@ def test_a_repeat_inside_a_group(tmp_path: Path) -> None:
         assert photo.name == "g1.jpg" and photo.local_path.read_bytes() == b"\xff\xd8 jpeg \xff\xd9"
         # the record named its own file: fetched by name, the submission's files never listed
         assert not any(p.endswith("/attachments") for _m, p in server.requests)
+
+
+# ---- something else answers: a captive portal, a proxy, the wrong URL -----------------------
+PORTAL_PAGE = "<!DOCTYPE html><html><body><h1>请登录无线网络</h1><form>…</form></body></html>"
+
+
+class Portal:
+    """A real HTTP server that is not the API: ``html`` answers every request 200 with a
+    login page, ``redirect`` sends it there with a 302 first (a captive portal), ``json``
+    answers JSON of another shape (the wrong URL)."""
+
+    def __init__(self, mode: str):
+        portal = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _answer(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if portal.mode == "redirect" and not self.path.startswith("/portal"):
+                    self.send_response(302)
+                    self.send_header("Location", "/portal/login")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if portal.mode == "json":
+                    ctype, body = "application/json", json.dumps({"status": "ok"}).encode()
+                else:
+                    ctype, body = "text/html; charset=utf-8", PORTAL_PAGE.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+        self.mode = mode
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> Portal:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def one_line_error(capsys: pytest.CaptureFixture) -> str:
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("manyi: ") and "check the path and its permissions" not in line
+    return line
+
+
+@pytest.mark.parametrize("mode", ["html", "redirect", "json"])
+def test_a_page_that_is_not_central_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, mode: str
+) -> None:
+    with Portal(mode) as portal:
+        for key, value in {
+            "URL": portal.url,
+            "USER": "admin@example.com",
+            "PASSWORD": PASSWORD,
+            "PROJECT": "1",
+        }.items():
+            monkeypatch.setenv(f"MANYI_CENTRAL_{key}", value)
+        monkeypatch.setenv("MANYI_DATA_DIR", str(tmp_path / "data"))
+        assert main(["pull", "--source", "central"]) == 1
+    line = one_line_error(capsys)
+    assert line.startswith(f"manyi: ODK Central at {portal.url}/v1/sessions")
+    if mode == "json":
+        assert "answered HTTP 200 with JSON manyi does not expect (no 'token')" in line
+    else:
+        assert "answered HTTP 200 with HTML, not JSON" in line and "login page or proxy" in line
+    if mode == "redirect":
+        assert f"(redirected to {portal.url}/portal/login)" in line
+    assert PASSWORD not in line
+
+
+def test_a_corrupt_build_manifest_is_a_config_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "build" / "manifest.json"
+    manifest.parent.mkdir()
+    manifest.write_text('{"forms": [{"form_id": "a"}, ', encoding="utf-8")  # cut short
+    s = load_settings({"data_dir": tmp_path / "data", "build_dir": manifest.parent}, env={})
+    with pytest.raises(ConfigError) as err:
+        _default_forms(s, object())  # a source that cannot list its forms
+    assert str(manifest) in str(err.value) and "manyi forms build" in str(err.value)
+    manifest.write_text('{"forms": [{"form_id": "a"}, {"form_id": "b"}]}', encoding="utf-8")
+    assert _default_forms(s, object()) == ["a", "b"]

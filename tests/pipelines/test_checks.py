@@ -13,6 +13,7 @@ from forms.schema import load_schema
 from geo.illustrative import illustrative_boundaries
 from geo.villages import load_villages
 from pipelines.checks import CHECKS, check_forms
+from pipelines.privacy import find_unmasked
 from pipelines.records import Record
 from pipelines.rosters import Rosters, validate_roster
 from pipelines.tidy import TidyForm, tidy
@@ -214,3 +215,22 @@ def test_clean_data_gives_an_empty_sheet_and_the_summary_counts(build: Path) -> 
     assert summary.loc["date_outside_year", "rows"] == 1
     assert summary.loc["unknown_roster_id", "check_label"] == CHECKS["unknown_roster_id"]
     assert len(found.form("home_visit")) == 2 and found.form("sanitation_sweep").empty
+
+
+def test_reasons_quote_typed_text_masked_and_short(build: Path) -> None:
+    def show(title: str) -> dict:
+        return {"event": {"village": V1, "event_type": "show", "event_date": "2023-05-03", "title": title}}  # fmt: skip
+
+    phone, old_id = "138 1234 5678", "370481900101123"
+    title = f"柳琴戏专场，联系人电话{phone}，身份证{old_id}" + "，" + "很长的说明" * 40
+    t = run(build, culture_event=[("uuid:e1", show(title)), ("uuid:e2", show(title))],
+            home_visit=[("uuid:h1", visit("+8613912345678", "2023-05-01"))])  # fmt: skip
+    dup = t.loc[t["check"] == "duplicate", "reason"].tolist()
+    ghost = t.loc[t["check"] == "unknown_roster_id", "reason"].item()
+    assert len(dup) == 2 and "柳琴戏专场" in dup[0] and "另见 uuid:e2" in dup[0]
+    assert "139****5678" in ghost  # the raw value typed where a roster ID belongs
+    for reason in [*dup, ghost]:
+        assert phone not in reason and "13812345678" not in reason and old_id not in reason
+        assert find_unmasked(reason) == [], reason
+        assert len(reason) <= 300
+    assert "…" in dup[0] and len(dup[0]) < 150  # the long title is cut short, not the reason

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from openpyxl import load_workbook
 
 from pipelines._http import RetryPolicy
 from pipelines.central_standin import Fault
+from pipelines.cli import main
 from pipelines.config import load_settings
 from pipelines.errors import SourceError
 from pipelines.kobo import publish as kobo_publish
@@ -25,6 +25,7 @@ from pipelines.sync import pull
 from tests.helpers import REPO, SHARED
 from tests.pipelines._built import FORM as FORM_P
 from tests.pipelines._built import TITLE, build
+from tests.pipelines.test_central import KillAt, Portal, one_line_error, run_killed
 from tests.standins.kobo_server import TOKEN, KoboStandIn
 
 FIXTURES = SHARED / "fixtures" / "kobo"
@@ -120,7 +121,7 @@ def test_kobo_faults_retries_duplicates_and_quarantine(kobo, tmp_path: Path) -> 
         Fault("status", path_contains="/data/", nth=2, status=500),
         Fault("status", path_contains="/data/", nth=4, status=429, retry_after="1"),
         Fault("reset", path_contains="/data/", nth=6),
-        Fault("repeat_page", path_contains="/data/", nth=8),
+        Fault("repeat_page", path_contains="/data/", nth=6),
     ]
     s = settings_for(kobo, tmp_path)
     report = pull(s, "kobo", ["sanitation_sweep"], page_size=2, policy=FAST)
@@ -346,7 +347,6 @@ def test_sigkill_mid_pull_then_rerun_gives_exactly_the_servers_submissions(
             )
             for i in range(40)
         ]
-        server.page_delay = 0.05
         env = dict(
             os.environ,
             MANYI_DATA_DIR=str(tmp_path / "data"),
@@ -354,28 +354,29 @@ def test_sigkill_mid_pull_then_rerun_gives_exactly_the_servers_submissions(
             MANYI_KOBO_TOKEN=TOKEN,
             PYTHONPATH=str(REPO),
         )
+        hook = KillAt()
+        server.before = hook
+        # Killed while asking for a page (each run stores the pages before it), while
+        # fetching photos, at the very start, and after edits made between runs.
+        plan = [
+            ("/data/?", 3),
+            ("/attachments/", 2),
+            ("/data/?", 1),
+            ("/data/?", 4),
+            ("/attachments/", 1),
+            ("/data/?", 3),
+        ]
         kills = 0
-        for delay in (0.3, 0.5, 0.7, 0.9, 1.2, 1.5):
-            proc = subprocess.Popen(
-                [sys.executable, "-c", KILL_SCRIPT],
-                env=env,
-                cwd=tmp_path,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            time.sleep(delay)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.communicate(timeout=60)
-            if delay == 0.7:
+        for n, at in enumerate(plan):
+            kills += run_killed(KILL_SCRIPT, env, tmp_path, hook, at)
+            if n == 2:
                 # edits, hard deletions and new submissions between killed runs
                 server.edit("aKillForm000000000000", rows[1]["_id"], **{"details/note": "改"})
                 server.delete("aKillForm000000000000", rows[2]["_id"])
                 for i in range(40, 45):
                     server.add_submission("aKillForm000000000000", answers(i))
-        assert kills >= 3
+        assert kills == len(plan)
+        server.before = None
         rerun = subprocess.run(
             [sys.executable, "-c", KILL_SCRIPT],
             env=env,
@@ -468,3 +469,21 @@ def test_a_deployment_made_meanwhile_is_redeployed_not_refused(kobo, tmp_path: P
         ("POST", f"/api/v2/assets/{uid}/deployment/"),
         ("PATCH", f"/api/v2/assets/{uid}/deployment/"),
     ]
+
+
+@pytest.mark.parametrize("mode", ["html", "redirect", "json"])
+def test_a_page_that_is_not_kobo_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, mode: str
+) -> None:
+    with Portal(mode) as portal:
+        monkeypatch.setenv("MANYI_KOBO_URL", portal.url)
+        monkeypatch.setenv("MANYI_KOBO_TOKEN", TOKEN)
+        monkeypatch.setenv("MANYI_DATA_DIR", str(tmp_path / "data"))
+        assert main(["pull", "--source", "kobo"]) == 1
+    line = one_line_error(capsys)
+    assert line.startswith(f"manyi: KoboToolbox at {portal.url}/api/v2/assets/?format=json")
+    if mode == "json":
+        assert "answered HTTP 200 with JSON manyi does not expect (no 'results')" in line
+    else:
+        assert "answered HTTP 200 with HTML, not JSON" in line and "login page or proxy" in line
+    assert TOKEN not in line

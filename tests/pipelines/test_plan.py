@@ -21,7 +21,17 @@ def test_plan_holds_every_number_of_the_seed() -> None:
     assert t["home_visit_once"].deadline_date(2023) == date(2023, 7, 31)
     assert t["home_visit_twice"].min_count == 2
     assert t["health_checkup_rate"].target == 0.98
-    assert (t["opera_shows"].target, t["opera_shows"].village_target) == (56, 1)
+    # 一村一年一场戏: 56 villages, each reached by a show (coverage of the villages)
+    shows = t["opera_shows"]
+    assert (shows.measure, shows.roster, shows.id_field, shows.unit, shows.target) == (
+        "coverage", "villages", "village", "count", 56,
+    )  # fmt: skip
+    assert shows.where == "event_type == 'show'"
+    # policy explained to every patient: everyone on the check-up roster is the denominator
+    policy = t["insurance_policy_awareness"]
+    assert (policy.measure, policy.roster, policy.target) == ("coverage", "residents", 1.0)
+    assert t["street_lighting_working"].latest == ("road", "road_other", "section")
+    assert t["road_km_phase1"].latest == ("segment",)
     assert t["film_screenings"].target == 400
     assert (t["welfare_post_reviews"].target, t["welfare_post_reviews"].deadline) == (640, "09-30")
     assert t["dibao_households_verified"].target == 858
@@ -49,6 +59,7 @@ def test_plan_holds_every_number_of_the_seed() -> None:
         ("levels", ["town", "county"], "'road_km_phase1': levels"),
         ("colour", "red", "'road_km_phase1': unknown key(s) colour"),
         ("where", "segment ==", "'road_km_phase1': where = 'segment ==' is not a valid"),
+        ("latest", ["segment", 3], "'road_km_phase1': latest = \\['segment', 3\\] must be a field"),
     ],
 )
 def test_bad_plan_names_indicator_and_key(key: str, value: object, message: str) -> None:

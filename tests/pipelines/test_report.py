@@ -6,6 +6,8 @@ mobile numbers, so the scans for unmasked personal data can actually fail.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -34,6 +36,7 @@ V1, V2, V3 = (v.code for v in VS[:3])  # 龙阳, 闫庄, 大寨: liaison group 1
 G2 = next(v for v in VS if v.liaison_group == 2)  # 张沙土
 XSS = "<img src=x onerror=alert(1)>"
 FORMULA = '=HYPERLINK("http://example.com","点我")'
+PILE_PHOTO, HOME_PHOTO = "1686362400000.jpg", "1686189600000.jpg"  # ODK names photos by time
 
 
 def _id(first17: str) -> str:
@@ -55,6 +58,7 @@ FULL_NAMES = [
     "赵小丽",
 ]
 SECRETS = [ZHANG_ID, OUYANG_ID, WANG_ID, WANG2_ID, LI_ID, ZHANG_PHONE, OUYANG_PHONE, LI_PHONE]
+SHOW_TITLE = f"柳琴戏专场（联系人 +86 {LI_PHONE[:3]}-{LI_PHONE[3:7]}-{LI_PHONE[7:]}）"
 
 
 def rosters() -> Rosters:
@@ -96,7 +100,7 @@ def submissions() -> dict[str, list[tuple[str, str, dict]]]:
         "subject": {"school": "s01", "class_id": "c1", "student": st, "village": V1},
         "visit": {"visit_date": day, "mode": "home"},
         "result": {"follow_up": "yes" if follow else "no", "follow_up_note": follow}})  # fmt: skip
-    show = lambda iid, v, kind, day: (iid, day, {"event": {"village": v, "event_type": kind, "event_date": day, "title": "戏"}})  # noqa: E731  # fmt: skip
+    show = lambda iid, v, kind, day, title="戏": (iid, day, {"event": {"village": v, "event_type": kind, "event_date": day, "title": title}})  # noqa: E731  # fmt: skip
     road = lambda iid, seg, day, km: (iid, day, {"project": {"segment": seg, "report_date": day}, "progress": {"stage": "surface", "km_done": km}})  # noqa: E731  # fmt: skip
     survey = lambda iid, v, day, score, suggestion=None: (iid, day, {  # noqa: E731
         "where": {"village": v, "survey_date": day},
@@ -112,7 +116,7 @@ def submissions() -> dict[str, list[tuple[str, str, dict]]]:
                 "basic": {"village": V1, "check_date": "2023-06-10", "quarter": "q2", "has_findings": "yes"},
                 "findings": [
                     {"kind": "garbage_pile", "status": "to_rectify", "rectify_by": "2023-06-20",
-                     "responsible": "张伟", "location": gps(V1)},
+                     "responsible": "张伟", "location": gps(V1), "photo": PILE_PHOTO},
                     {"kind": "weeds", "status": "cleared", "rectify_by": "2023-06-10"},
                 ],
                 "summary": {"score": 80, "note": f"{XSS} 已通知 {ZHANG_PHONE}"}}),
@@ -126,15 +130,17 @@ def submissions() -> dict[str, list[tuple[str, str, dict]]]:
         "home_visit": [visit("uuid:h1", "stu1", "2023-03-01"), visit("uuid:h2", "stu1", "2023-05-01"),
                        visit("uuid:h3", "stu2", "2023-06-15", f"家长身份证号 {WANG_ID} 待核"),
                        visit("uuid:h4", "stu3", "2023-07-05")],  # after the as-of date
-        "culture_event": [show("uuid:c1", V1, "show", "2023-05-10"), show("uuid:c2", V2, "show", "2023-06-12"),
-                          show("uuid:c3", V1, "film", "2023-06-20")],
+        # c1 was sent twice (c4): a probable duplicate whose reason quotes the title
+        "culture_event": [show("uuid:c1", V1, "show", "2023-05-10", SHOW_TITLE), show("uuid:c2", V2, "show", "2023-06-12"),
+                          show("uuid:c3", V1, "film", "2023-06-20"), show("uuid:c4", V1, "show", "2023-05-10", SHOW_TITLE)],
         "welfare_post_review": [("uuid:w1", "2023-06-05", {
             "subject": {"village": V1, "post_holder": "wp1", "review_date": "2023-06-05"},
             "review": {"on_duty": "no", "meets_rules": "no", "problems": "absent", "conclusion": "rectify",
                        "note": f"本人电话 {ZHANG_PHONE}"}})],
         "dibao_verification": [("uuid:d1", "2023-06-08", {
             "subject": {"village": V1, "household": "db1", "verify_date": "2023-06-08"},
-            "verify": {"members_verified": 2, "conclusion": "adjust"}})],
+            "verify": {"members_verified": 2, "conclusion": "adjust"},
+            "evidence": {"photo": HOME_PHOTO, "location": gps(V1)}})],
         "health_checkup": [("uuid:k1", "2023-06-01", {
             "subject": {"village": V1, "resident": "res1", "checkup_date": "2023-06-01"},
             "checkup": {"referral": "yes", "referral_note": "转县医院复查"},
@@ -178,6 +184,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, build: Path) -> Run:
             page = [Record(form_id, iid, version, f"{day}T02:00:00.000Z", f"{day}T02:00:00.000Z",
                            "received", data) for iid, day, data in rows]  # fmt: skip
             store.write_page("central", form_id, page)
+        store.put_attachment("sanitation_sweep", "uuid:s1", PILE_PHOTO, [b"\xff\xd8 a pile"])
+        store.put_attachment("dibao_verification", "uuid:d1", HOME_PHOTO, [b"\xff\xd8 a home"])
     return Run(settings, write_report(settings, AS_OF))
 
 
@@ -193,6 +201,8 @@ def by_label(rows: list[dict], label: str) -> dict:
 
 def texts(path: Path) -> str:
     """Everything a reader of the file sees: text files as text, XLSX cell by cell."""
+    if path.suffix == ".jpg":  # a photo: only its name is text
+        return path.name
     if path.suffix == ".xlsx":
         wb = load_workbook(path, read_only=True)
         return "\n".join(
@@ -203,10 +213,8 @@ def texts(path: Path) -> str:
 
 
 def unmasked(text: str) -> list[str]:
-    # Map coordinates (35.16394660492) and submission uuids (…-14635667385b) hold digit runs
-    # that are no phone or ID number: drop them first.
-    text = re.sub(r"uuid:[0-9A-Za-z-]+", "uuid:x", text)
-    return find_unmasked(re.sub(r"\d+\.\d+", "0.0", text))
+    # find_unmasked itself passes coordinates (35.16394660492), uuids and digests
+    return find_unmasked(text)
 
 
 # --- the figures --------------------------------------------------------------------------------
@@ -224,8 +232,9 @@ def test_dispatch_figures_against_hand_computed_values(run: Run) -> None:
         # roads: latest km per segment 0.9 + 0.8 + 0.5 = 2.2 km reached in June (0.9 in May)
         road = by_label(rows, "道路建设：龙岭路至董沙土段、龙阳村至闫庄段、府前路东延完成公里数")
         assert (road["当前值"], road["目标"], road["状态"], road["本月变化"]) == ("2.20", "2.20", "已完成", "+1.30")  # fmt: skip
-        # shows: 2 of 56; pace from 04-01: 91 of 275 days → 56 × 91/275 = 18.53
-        shows = by_label(rows, "一村一年一场戏：送戏下乡场次")
+        # shows: 2 of 56 villages (V1's resent show counts once); pace from 04-01: 91 of 275
+        # days → 56 × 91/275 = 18.53
+        shows = by_label(rows, "一村一年一场戏：已送戏下乡的村数")
         assert (shows["当前值"], shows["目标"], shows["时序进度要求"], shows["状态"]) == ("2", "56", "18.53", "滞后")  # fmt: skip
         # small cases: (9 + 10) / (10 + 10)
         small = by_label(rows, "小案破案率")
@@ -238,7 +247,7 @@ def test_dispatch_figures_against_hand_computed_values(run: Run) -> None:
         done = sheet(run.file(f"dispatch_{edition}_xlsx"), "本月完成")
         # newly done in June: the road, and res1 (the only resident) checked and told on 06-01
         assert [r["指标"] for r in done] == [
-            road["指标"], "65岁以上老年人及高血压、糖尿病患者查体率", "医保政策讲解知晓率（查体对象）"
+            road["指标"], "65岁以上老年人及高血压、糖尿病患者查体率", "医保政策讲解知晓率（查体名单全体对象）"
         ]  # fmt: skip
         sat = {r["领域"]: r for r in sheet(run.file(f"dispatch_{edition}_xlsx"), "群众满意度")}
         assert (sat["人居环境"]["平均分（1–5）"], sat["人居环境"]["样本数"]) == ("4.00 分", 3)
@@ -323,6 +332,18 @@ def test_quality_sheet_per_form(run: Run) -> None:
     assert run.file("quality_csv").read_bytes().startswith(b"\xef\xbb\xbf")
 
 
+def test_quality_reasons_never_quote_a_typed_phone(run: Run) -> None:
+    # the resent show's title holds a phone typed with a +86 prefix and hyphens
+    rows = sheet(run.file("quality_xlsx"), "文化下乡活动登记")
+    dup = [r for r in rows if r["检查项"] == "疑似重复"]
+    assert [r["记录编号"] for r in dup] == ["uuid:c1", "uuid:c4"]
+    assert "柳琴戏专场（联系人 +86 137****5670）" in dup[0]["原因"]
+    for path in (run.file("quality_xlsx"), run.file("quality_csv")):
+        text = texts(path)
+        assert "137-1234-5670" not in text and LI_PHONE not in text
+        assert unmasked(text) == [], path
+
+
 # --- privacy and escaping -----------------------------------------------------------------------
 
 
@@ -330,7 +351,8 @@ def test_no_output_file_holds_an_unmasked_id_number_phone_or_full_name(run: Run)
     assert unmasked(f"x {ZHANG_ID} y {ZHANG_PHONE}") == [ZHANG_ID, ZHANG_PHONE]  # the scan works
     files = [p for p in run.result.out_dir.rglob("*") if p.is_file()]
     kinds = {p.suffix for p in files}
-    assert {".html", ".csv", ".xlsx"} <= kinds and len(files) == 16  # reports, lists, maps, index
+    # reports, lists, maps, index and the one photo of a finding on the maps
+    assert {".html", ".csv", ".xlsx", ".jpg"} <= kinds and len(files) == 17
     for path in files:
         text = texts(path)
         assert unmasked(text) == [], path
@@ -380,7 +402,80 @@ def test_index_links_reports_and_maps(run: Run) -> None:
     assert tip.endswith("待跟进：1 项")
     assert "待跟进：5 项" in re.search(r"<b>龙阳</b>.*?待跟进：\d+ 项", shown("overview")).group(0)
     assert run.result.report_dir == run.result.out_dir / "2023-06-30"
-    assert len(run.result.followups) == 7 and run.result.submissions == 20
+    assert len(run.result.followups) == 7 and run.result.submissions == 21
+
+
+def _photos(page: str) -> list[str | None]:
+    """Each finding drawn on a map: its photo link (None: no link), as the popup builds it."""
+    found = re.search(r"var s = (\[.*?\]);\n", page, re.S)
+    rows = re.search(r"var rows = (\[.*?\]);\n", page, re.S)
+    if not found or not rows:
+        return []
+    strings = json.loads(found.group(1))
+    return [strings[r[8]] if r[8] >= 0 else None for r in json.loads(rows.group(1))]
+
+
+def _links(page: str) -> list[str]:
+    return [link for link in _photos(page) if link]
+
+
+def test_map_findings_link_their_photo_copied_next_to_the_report(run: Run) -> None:
+    maps = run.result.out_dir / "maps"
+    photos = run.result.report_dir / "photos"
+    pile = hashlib.sha256(b"\xff\xd8 a pile").hexdigest() + ".jpg"
+    assert [p.name for p in photos.iterdir()] == [pile]  # the 低保 household's photo: never
+    links = _links((maps / "living_environment.html").read_text(encoding="utf-8"))
+    assert links == [f"../2023-06-30/photos/{pile}"]
+    assert (maps / links[0]).resolve().read_bytes() == b"\xff\xd8 a pile"  # opens offline
+    for page in maps.glob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert PILE_PHOTO not in text and HOME_PHOTO not in text  # names stay in the store
+        assert hashlib.sha256(b"\xff\xd8 a home").hexdigest() not in text
+
+
+def test_findings_without_a_rectify_by_date_are_drawn_with_their_photo(tmp_path: Path, build: Path) -> None:  # fmt: skip
+    settings = _settings(tmp_path, build)
+    sweep = {"basic": {"village": V2, "check_date": "2023-06-01", "quarter": "q2", "has_findings": "yes"},
+             "findings": [{"kind": "straw_stack", "status": "to_rectify", "location": gps(V2), "photo": "a.jpg"},
+                          {"kind": "hay_stack", "status": "to_rectify", "location": gps(V2), "photo": "b.jpg"}],
+             "summary": {"score": 60}}  # fmt: skip
+    square = {"square": {"village": V3, "check_date": "2023-06-02", "square_present": "yes",
+                         "equipment_present": "yes", "location": gps(V3)},
+              "equipment": [{"item_kind": "walker", "condition": "damaged", "photo": "c.JPG"}]}  # fmt: skip
+    with open_store(settings) as store:
+        for form_id, iid, data in (("sanitation_sweep", "uuid:s", sweep), ("fitness_square", "uuid:f", square)):  # fmt: skip
+            version = load_schema(build, form_id).version
+            store.write_page("central", form_id, [Record(form_id, iid, version, "2023-06-02T02:00:00.000Z", None, None, data)])  # fmt: skip
+        store.put_attachment("sanitation_sweep", "uuid:s", "a.jpg", [b"straw"])
+        store.note_missing_attachment("sanitation_sweep", "uuid:s", "b.jpg")  # not downloaded yet
+        store.put_attachment("fitness_square", "uuid:f", "c.JPG", [b"walker"])
+    result = write_report(settings, AS_OF)
+    maps = result.out_dir / "maps"
+    env = (maps / "living_environment.html").read_text(encoding="utf-8")
+    # neither finding has a rectify-by date: both are still drawn, the one downloaded photo linked
+    straw = hashlib.sha256(b"straw").hexdigest()
+    assert _photos(env) == [f"../2023-06-30/photos/{straw}.jpg", None]
+    culture = (maps / "culture_sports.html").read_text(encoding="utf-8")
+    walker = hashlib.sha256(b"walker").hexdigest()
+    assert _links(culture) == [f"../2023-06-30/photos/{walker}.jpg"]
+    assert (maps / _links(culture)[0]).resolve().read_bytes() == b"walker"
+    # a re-run keeps the folder in step with the maps: nothing stale, nothing twice
+    again = write_report(settings, AS_OF)
+    assert sorted(p.name for p in (again.report_dir / "photos").iterdir()) == sorted([f"{straw}.jpg", f"{walker}.jpg"])  # fmt: skip
+
+
+def test_records_of_a_form_version_the_build_lacks_are_read_and_noted(tmp_path: Path, build: Path) -> None:  # fmt: skip
+    settings = _settings(tmp_path, build)
+    _, day, data = submissions()["culture_event"][1]
+    data = {**data, "event": {**data["event"], "old_question": "旧版字段"}}
+    with open_store(settings) as store:
+        store.write_page("central", "culture_event", [Record("culture_event", "uuid:old", "2020010101", f"{day}T02:00:00.000Z", None, None, data)])  # fmt: skip
+    result = write_report(settings, AS_OF)
+    table = result.progress.level("town").set_index("indicator_id")
+    assert table.loc["opera_shows", "value"] == 1  # the old version's show still counts
+    assert any("2020010101" in w and "按文本读取" in w for w in result.warnings), result.warnings
+    public = result.files["dispatch_public_html"].read_text(encoding="utf-8")
+    assert "2020010101" not in public  # a note for whoever runs the report, not for WeChat
 
 
 def test_report_before_any_data_says_no_data(tmp_path: Path, build: Path) -> None:

@@ -127,3 +127,50 @@ def test_times_and_geojson_are_normalised() -> None:
     assert geojson_to_xform(point) == "35.17 117.26 50 5"
     line = {"type": "LineString", "coordinates": [[117.1, 35.1, 0], [117.2, 35.2, 0]]}
     assert geojson_to_xform(line) == "35.1 117.1 0;35.2 117.2 0"
+
+
+def test_a_deleted_row_sent_again_live_is_restored(store: Store) -> None:
+    r = rec("a", source_version="u1")
+    assert store.write_page("kobo", "f", [r]).new == 1
+    assert store.write_page("kobo", "f", [], gone=["a"]).deleted == 1
+    assert store.count("f") == 0
+    counts = store.write_page("kobo", "f", [r])  # unchanged content, but live again
+    assert (counts.new, counts.updated, counts.unchanged) == (0, 1, 0)
+    (back,) = store.records("f")
+    assert back.instance_id == "a" and not back.deleted
+    assert store.write_page("kobo", "f", [r]).unchanged == 1
+
+
+def test_deleting_a_deleted_row_again_is_no_change(store: Store) -> None:
+    assert store.write_page("central", "f", [rec("a", deleted=True)]).deleted == 1
+    # the server's deleted row again, with a newer review state: still just deleted
+    again = store.write_page("central", "f", [rec("a", deleted=True, review_state="x")])
+    assert (again.new, again.updated, again.deleted, again.unchanged) == (0, 0, 0, 1)
+    assert store.write_page("central", "f", [], gone=["a"]).deleted == 0
+    (kept,) = store.records("f", include_deleted=True)
+    assert kept.deleted
+
+
+def test_a_record_that_reads_now_leaves_the_quarantine(store: Store) -> None:
+    stuck = Quarantined("central", "f", "unknown form version '2'", "{}", "a")
+    hashed = Quarantined("central", "f", "row is not a JSON object", "[]")
+    store.write_page("central", "f", [], [stuck, hashed])
+    store.write_page("kobo", "f", [], [Quarantined("kobo", "f", "bad", "{}", "b")])
+    assert store.quarantined_ids("central", "f") == ["a"]  # a hash is no id to ask for
+    store.write_page("central", "f", [rec("a")])
+    assert store.quarantined_ids("central", "f") == []
+    assert [q.key for q in store.quarantined("f")] == ["b", hashed.item_key()]
+
+
+def test_lookups_by_many_ids_go_in_chunks(store: Store) -> None:
+    ids = [f"i{n:05d}" for n in range(1234)]  # more than one IN (...) chunk
+    store.write_page("central", "f", [rec(i, attachments_expected=1) for i in ids])
+    for i in ids[:3]:
+        store.put_attachment("f", i, "p.jpg", [i.encode()])
+    counts = store.write_page(
+        "central", "f", [rec(i, "x", attachments_expected=1) for i in ids[::2]], gone=ids[1::2]
+    )
+    assert (counts.updated, counts.deleted) == (617, 617)
+    assert {r.instance_id for r in store.records("f")} == set(ids[::2])
+    assert len(store.incomplete_attachments("f")) == 617 - 2  # i00000 and i00002 have theirs
+    assert set(store.stored_names("f", ids)) == set(ids[:3])

@@ -9,7 +9,7 @@ import pandas.testing as pdt
 import pytest
 
 from forms.build import build_forms
-from forms.schema import FormSchema, load_schema
+from forms.schema import Field, FormSchema, load_schema
 from pipelines.records import Record
 from pipelines.tidy import display_frame, tidy
 from tests.helpers import REPO, VILLAGES
@@ -101,3 +101,39 @@ def test_display_frame_shows_chinese_labels(sweep: FormSchema) -> None:
     assert shown["村"].tolist() == ["龙阳", "闫庄"]
     assert shown["季度"].tolist()[0] == "第二季度（4–6月）"
     assert shown["本次整治内容"].tolist()[0] == "街巷、杂草"
+
+
+def test_times_without_a_zone_are_shanghai_time(sweep: FormSchema) -> None:
+    # A phone's dateTime or time without a zone is its local (Beijing) time, never UTC.
+    extra = (
+        Field("basic/seen_at", "seen_at", "dateTime", False),
+        Field("basic/seen_time", "seen_time", "time", False),
+    )
+    schema = replace(sweep, fields=(*sweep.fields, *extra))
+
+    def r(iid: str, seen_at: str | None, seen_time: str | None, start: str) -> Record:
+        data = {"start": start, "basic": {"village": V1, "seen_at": seen_at, "seen_time": seen_time}}  # fmt: skip
+        return rec(iid, data)
+
+    t = tidy([
+        r("uuid:1", "2023-05-01T10:15:00", "10:15:00", "2023-05-01T09:00:00"),
+        r("uuid:2", "2023-05-01T02:15:00.000Z", "02:15:00Z", "2023-05-01T01:00:00.000Z"),
+        r("uuid:3", "2023-05-01T10:15:00.000+08:00", "10:15:00.000+08:00", "2023-05-01T09:00:00"),
+        r("uuid:4", None, None, "not a time"),
+    ], schema).table  # fmt: skip
+    at = pd.Timestamp("2023-05-01 10:15", tz="Asia/Shanghai")
+    assert t["seen_at"].tolist()[:3] == [at, at, at]  # zoned and unzoned mixed in one column
+    assert pd.isna(t["seen_at"][3])
+    assert t["seen_time"].tolist() == ["10:15:00", "10:15:00", "10:15:00", None]
+    nine = pd.Timestamp("2023-05-01 09:00", tz="Asia/Shanghai")
+    assert t["start"].tolist()[:3] == [nine, nine, nine] and pd.isna(t["start"][3])
+    assert str(t["seen_at"].dt.tz) == "Asia/Shanghai"
+
+
+def test_a_column_all_without_zone_and_record_times_in_utc(sweep: FormSchema) -> None:
+    data = {"start": "2023-05-01T10:15:00", "basic": {"village": V1}}
+    record = Record("sanitation_sweep", "uuid:x", "1", "2023-05-01T02:00:00", None, None, data)
+    t = tidy([record], sweep).table
+    assert t["start"][0] == pd.Timestamp("2023-05-01 10:15", tz="Asia/Shanghai")
+    # the record's own times are UTC by definition (records.utc_text), zone or not
+    assert t["submitted_at"][0] == pd.Timestamp("2023-05-01 10:00", tz="Asia/Shanghai")

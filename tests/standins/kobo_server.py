@@ -5,7 +5,8 @@
   ``WWW-Authenticate: Session``; no credentials on ``/data/`` → 404 ``{"detail": "Not found."}``.
 * ``GET /api/v2/assets/`` and ``/assets/<uid>/`` (with ``deployed_versions``).
 * ``GET /api/v2/assets/<uid>/data/``: ``start``/``limit`` (default 100, above 1000 silently
-  capped), ``query`` (a Mongo filter: ``$gt $gte $lt $lte $in``, equality), ``sort``,
+  capped; ``max_limit`` lowers the cap), ``query`` (a Mongo filter: ``$gt $gte $lt $lte $in``,
+  equality, ``$or``/``$and`` of those), ``sort``,
   ``fields``; body ``{count, next, previous, results}``; ``next`` with the parameters
   re-encoded in sorted order; values as strings, groups flattened to ``group/field``, repeats
   as lists of full-path dicts.
@@ -81,6 +82,7 @@ class KoboStandIn:
         self.imports: dict[str, dict[str, Any]] = {}  # import uid → task
         self.import_polls = 1  # polls answered "processing" before an import completes
         self.page_delay = 0.0  # seconds each /data/ page takes, to give a pull some length
+        self.max_limit = 1000  # kpi's silent cap on `limit`; lower it to get short pages
         self.asset_files: dict[str, dict[str, dict[str, Any]]] = {}  # asset → file uid → file
         self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -318,6 +320,14 @@ def _multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, by
 
 def _matches(row: dict[str, Any], query: dict[str, Any]) -> bool:
     for key, cond in query.items():
+        if key == "$or":
+            if not any(_matches(row, q) for q in cond):
+                return False
+            continue
+        if key == "$and":
+            if not all(_matches(row, q) for q in cond):
+                return False
+            continue
         value = row.get(key)
         if isinstance(cond, dict):
             for op, arg in cond.items():
@@ -649,7 +659,7 @@ def _handler(kobo: KoboStandIn) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 self._send(400, {"limit": "A positive integer is required"})
                 return
-            limit = min(limit, 1000)  # kpi caps silently
+            limit = min(limit, kobo.max_limit)  # kpi caps silently
             if kobo.page_delay:
                 time.sleep(kobo.page_delay)
             try:
