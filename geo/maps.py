@@ -33,7 +33,7 @@ from geo.basemaps import Basemap, basemap_for, to_gcj02, wgs84_to_gcj02
 from geo.boundaries import Boundaries, load_boundaries
 from geo.coverage import CLASSES, classify, coverage_frame
 from geo.illustrative import NOTICE, illustrative_boundaries
-from geo.roads import illustrative_roads
+from geo.roads import illustrative_roads, load_roads
 from geo.villages import load_villages
 from pipelines.errors import DataError
 
@@ -110,9 +110,13 @@ def draw_maps(
         path = settings.boundaries
         boundaries = load_boundaries(path, register) if path else illustrative_boundaries(register)
     basemap = basemap_for(settings)
-    roads = illustrative_roads(boundaries)
-    tidy = _check_progress(progress)
     notes = list(boundaries.warnings)
+    if settings.roads:
+        roads, road_notes = load_roads(settings.roads, boundaries)
+        notes += road_notes
+    else:
+        roads = illustrative_roads(boundaries)
+    tidy = _check_progress(progress)
     open_findings, dropped = _open_findings(findings)
     if dropped:
         notes.append(f"{dropped} finding(s) without GPS were left off the maps")

@@ -12,12 +12,19 @@ construction office supplies them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 from geopandas import GeoDataFrame
 
 from geo.boundaries import METRIC_CRS, STORAGE_CRS, Boundaries
+from pipelines.errors import DataError
+
+SEGMENT_COLUMNS = ("segment_id", "segment", "id")
+LENGTH_TOLERANCE = 0.2  # a surveyed line more than 20% off its planned length gets a note
 
 
 @dataclass(frozen=True)
@@ -92,3 +99,83 @@ def _line_of_length(a: np.ndarray, b: np.ndarray, length: float) -> shapely.Line
     d = float(np.linalg.norm(b - a))
     unit = (b - a) / d if d > 0 else np.array([1.0, 0.0])
     return shapely.LineString([a, a + unit * length])
+
+
+def load_roads(path: Path | str, boundaries: Boundaries) -> tuple[GeoDataFrame, list[str]]:
+    """Surveyed road lines from a GeoPackage, Shapefile (plain or zipped) or GeoJSON, any CRS.
+
+    Each feature needs a ``segment_id`` column holding one of the ids of :data:`SEGMENTS`
+    (a segment may be drawn in several pieces). Segments the file lacks stay illustrative.
+    Returns the frame :func:`illustrative_roads` returns, and notes (segments whose surveyed
+    length differs from the plan's by more than 20%, segments still illustrative).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: road file not found; check `roads` in manyi.toml")
+    try:
+        frame = gpd.read_file(path, engine="pyogrio")
+    except Exception as e:  # pyogrio/GDAL raise many types; the user needs one clear line
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(
+            f"{path}: cannot read the road file ({detail}); export the layer again"
+        ) from None
+    if frame.crs is None:
+        raise DataError(
+            f"{path}: the road file has no coordinate reference system; re-export it with its CRS"
+        )
+    if frame.crs.is_geographic:
+        minx, miny, maxx, maxy = frame.total_bounds
+        if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
+            raise DataError(f"{path}: coordinates are not longitude/latitude although the file says "
+                            f"{frame.crs.name}; its CRS is missing or wrong, re-export it with the right one")  # fmt: skip
+    column = next((c for c in SEGMENT_COLUMNS if c in frame.columns), None)
+    if column is None or len(frame) == 0:
+        raise DataError(f"{path}: needs features with a segment_id column holding one of: "
+                        + ", ".join(s.segment_id for s in SEGMENTS))  # fmt: skip
+    kinds = set(frame.geometry.geom_type.dropna()) - {"LineString", "MultiLineString"}
+    if kinds or frame.geometry.isna().any():
+        raise DataError(
+            f"{path}: roads must be lines, found {', '.join(sorted(kinds)) or 'empty geometries'}"
+        )
+    known = {s.segment_id: s for s in SEGMENTS}
+    ids = frame[column].astype(str).str.strip()
+    unknown = sorted(set(ids) - set(known))
+    if unknown:
+        raise DataError(
+            f"{path}: unknown segment id(s) {', '.join(unknown)}; use one of {', '.join(known)}"
+        )
+    metric = frame.set_geometry(frame.geometry).to_crs(METRIC_CRS)
+    lines = metric.geometry.groupby(ids.values).agg(
+        lambda g: shapely.line_merge(shapely.union_all(g.values))
+    )
+    illustrative = illustrative_roads(boundaries).set_index("segment_id")
+    rows, notes = [], []
+    for seg in SEGMENTS:
+        if seg.segment_id in lines.index:
+            geom = gpd.GeoSeries([lines[seg.segment_id]], crs=METRIC_CRS)
+            length_km = round(float(geom.length.iloc[0]) / 1000.0, 3)
+            if (
+                seg.planned_km
+                and abs(length_km - seg.planned_km) > LENGTH_TOLERANCE * seg.planned_km
+            ):
+                notes.append(f"{seg.name} ({seg.segment_id}) measures {length_km} km in {path.name}, "
+                             f"the plan says {seg.planned_km} km")  # fmt: skip
+            rows.append((seg, geom.to_crs(STORAGE_CRS).iloc[0], length_km, False))
+        else:
+            notes.append(f"{seg.name} ({seg.segment_id}) is not in {path.name}; drawn illustrative")
+            row = illustrative.loc[seg.segment_id]
+            rows.append((seg, row.geometry, row.length_km, True))
+    out = GeoDataFrame(
+        {
+            "segment_id": [s.segment_id for s, *_ in rows],
+            "name": [s.name for s, *_ in rows],
+            "kind": [s.kind for s, *_ in rows],
+            "planned_km": [s.planned_km for s, *_ in rows],
+            "deadline": [s.deadline for s, *_ in rows],
+            "length_km": pd.array([r[2] for r in rows], dtype="Float64"),
+            "illustrative": [r[3] for r in rows],
+        },
+        geometry=[r[1] for r in rows],
+        crs=STORAGE_CRS,
+    )
+    return out, notes

@@ -54,6 +54,7 @@ class Settings:
     plan_year: int = 2023
     villages: Path = REPO_ROOT / "geo" / "villages.csv"
     boundaries: Path | None = None  # real village boundaries; None draws illustrative ones
+    roads: Path | None = None  # surveyed road lines with segment_id; None draws illustrative ones
     forms_dir: Path = REPO_ROOT / "forms"
     build_dir: Path = Path("build/forms")
     data_dir: Path = Path("data")
