@@ -163,11 +163,30 @@ def write_index(out_dir: Path, title: str = "满意度提升工程") -> Path:
             label = html.unescape(found.group(1).strip()) if found else path.stem
         section = "地图" if rel.startswith("maps/") else "报告与清单"
         entries.append({"href": rel, "label": label, "section": section, "kind": path.suffix[1:]})
+    entries.sort(key=_index_order)
     stamp = datetime.now(SHANGHAI).strftime("%Y-%m-%d %H:%M")
     page = _INDEX.render(title=title, entries=entries, stamp=stamp)
     target = out_dir / "index.html"
     target.write_text(page, encoding="utf-8")
     return target
+
+
+_MAP_ORDER = ["overview", *DOMAINS]
+_REPORT_ORDER = ("月调度通报", "跟进清单", "数据质量")
+_KIND_ORDER = ("html", "xlsx", "csv", "pdf")
+
+
+def _index_order(entry: dict[str, str]) -> tuple:
+    """Maps first (the overview, then the domains); then reports, newest date first, the
+    dispatch report before the lists, HTML before XLSX before CSV."""
+    href, kind = entry["href"], entry["kind"].lower()
+    if entry["section"] == "地图":
+        stem = Path(href).stem
+        return (0, _MAP_ORDER.index(stem) if stem in _MAP_ORDER else len(_MAP_ORDER), href)
+    folder, _, name = href.rpartition("/")
+    rank = next((i for i, p in enumerate(_REPORT_ORDER) if name.startswith(p)), len(_REPORT_ORDER))
+    newest_first = tuple(-ord(c) for c in folder)
+    return (1, newest_first, rank, _KIND_ORDER.index(kind) if kind in _KIND_ORDER else 9, name)
 
 
 # --- progress and findings -------------------------------------------------------------------

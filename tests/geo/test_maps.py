@@ -212,3 +212,20 @@ def test_web_links_keep_working(tmp_path):
     page = draw_maps(Settings(), tmp_path, None, findings).maps["overview"].read_text("utf-8")
     hrefs = [re.search(r'href="([^"]*)"', row[2]).group(1) for row in _data_array(page)]
     assert hrefs == ["https://img.example.cn/p/1.jpg", "HTTP://img.example.cn/2.jpg"]
+
+
+def test_index_lists_the_overview_first_and_the_newest_report_first(tmp_path) -> None:
+    from geo.maps import write_index
+
+    for rel in ("maps/education.html", "maps/overview.html", "2023-09-30/跟进清单_2023-09-30.csv",
+                "2023-10-31/数据质量_2023-10-31.csv", "2023-10-31/月调度通报_2023-10_公开版.xlsx",
+                "2023-10-31/月调度通报_2023-10_公开版.html"):  # fmt: skip
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("<title>t</title>", encoding="utf-8")
+    text = write_index(tmp_path).read_text(encoding="utf-8")
+    order = [text.index(f'href="{rel}"') for rel in (
+        "maps/overview.html", "maps/education.html", "2023-10-31/月调度通报_2023-10_公开版.html",
+        "2023-10-31/月调度通报_2023-10_公开版.xlsx", "2023-10-31/数据质量_2023-10-31.csv",
+        "2023-09-30/跟进清单_2023-09-30.csv")]  # fmt: skip
+    assert order == sorted(order)
