@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 EPOCH = datetime(2026, 11, 29, 0, 19, 28, 735000, tzinfo=UTC)
@@ -98,7 +98,34 @@ class Form:
     by_id: dict[str, Sub] = field(default_factory=dict)
 
 
-class CentralStandIn:
+class LoopbackServer:
+    """An HTTP server on an ephemeral loopback port, served from a thread; a context manager."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self._server = _Server(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class CentralStandIn(LoopbackServer):
     def __init__(
         self,
         email: str = "admin@example.com",
@@ -115,29 +142,7 @@ class CentralStandIn:
         self._clock = EPOCH
         self._lock = threading.RLock()
         self._last_page: dict[str, tuple[int, dict[str, str], bytes]] = {}
-        self._server = _Server(("127.0.0.1", 0), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    # ---- lifecycle ---------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> CentralStandIn:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> CentralStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(_make_handler(self))
 
     # ---- data --------------------------------------------------------------------
     def now(self) -> datetime:

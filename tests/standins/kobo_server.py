@@ -45,28 +45,28 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from openpyxl import load_workbook
 
-from pipelines.central_standin import Fault
+from pipelines.central_standin import Fault, LoopbackServer
 
 TOKEN = "3a8da043dd1b669688dae523b015177a1d4201d5"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+def _deployment(asset: dict[str, Any]) -> dict[str, Any]:
+    """kpi's deployment resource for an asset."""
+    return {
+        "backend": "openrosa",
+        "active": asset["deployment__active"],
+        "version_id": asset["deployed_version_id"],
+        "asset": asset,
+    }
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
 
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class KoboStandIn:
+class KoboStandIn(LoopbackServer):
     def __init__(self, token: str = TOKEN, username: str = "zefir"):
         self.token, self.username = token, username
         self.assets: dict[str, dict[str, Any]] = {}
@@ -84,21 +84,7 @@ class KoboStandIn:
         self.page_delay = 0.0  # seconds each /data/ page takes, to give a pull some length
         self.max_limit = 1000  # kpi's silent cap on `limit`; lower it to get short pages
         self.asset_files: dict[str, dict[str, dict[str, Any]]] = {}  # asset → file uid → file
-        self._server = _Server(("127.0.0.1", 0), _handler(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> KoboStandIn:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(_handler(self))
 
     # ---- data --------------------------------------------------------------------
     def add_asset(self, uid: str, name: str, version: str = "vHNo5vFh3KoB7LWhucUkFy") -> None:
@@ -171,12 +157,7 @@ class KoboStandIn:
                 0, {"uid": asset["version_id"], "version_number": str(len(versions) + 1)}
             )
         asset["deployed_versions"]["count"] = len(versions)
-        return {
-            "backend": "openrosa",
-            "active": active,
-            "version_id": asset["version_id"],
-            "asset": asset,
-        }
+        return _deployment(asset)
 
     def add_submission(
         self,
@@ -470,15 +451,7 @@ def _handler(kobo: KoboStandIn) -> type[BaseHTTPRequestHandler]:
                 if not asset["has_deployment"]:
                     self._send(404, {"detail": "Not found."})
                     return
-                self._send(
-                    200,
-                    {
-                        "backend": "openrosa",
-                        "active": asset["deployment__active"],
-                        "version_id": asset["deployed_version_id"],
-                        "asset": asset,
-                    },
-                )
+                self._send(200, _deployment(asset))
                 return
             if segs[4] == "data" and len(segs) == 5:
                 if not asset.get("has_deployment"):
@@ -621,15 +594,7 @@ def _handler(kobo: KoboStandIn) -> type[BaseHTTPRequestHandler]:
                 asset["deployment_status"] = (
                     "deployed" if asset["deployment__active"] else "archived"
                 )
-                self._send(
-                    200,
-                    {
-                        "backend": "openrosa",
-                        "active": asset["deployment__active"],
-                        "version_id": asset["deployed_version_id"],
-                        "asset": asset,
-                    },
-                )
+                self._send(200, _deployment(asset))
                 return
             self._send(405, {"detail": 'Method "PATCH" not allowed.'})
 
