@@ -14,12 +14,13 @@ import shapely
 from geopandas import GeoDataFrame
 from pyproj import Transformer
 
-from geo.boundaries import METRIC_CRS, STORAGE_CRS, Boundaries
+from geo.boundaries import METRIC_CRS, STORAGE_CRS, TOWN_EXTENT, Boundaries
 from geo.villages import Village, load_villages
 
 NOTICE = "示意边界，非真实行政边界"
-# Unverified guess of the town's extent (WGS-84), from ../shared/data/README.md.
-EXTENT = (117.22, 35.15, 117.30, 35.20)  # west, south, east, north
+# Unverified guess of the town's extent (WGS-84); set once, in geo.boundaries, which also
+# checks that loaded files lie within it.
+EXTENT = TOWN_EXTENT  # west, south, east, north
 DEFAULT_SEED = 370481115
 
 

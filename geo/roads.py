@@ -20,7 +20,7 @@ import pandas as pd
 import shapely
 from geopandas import GeoDataFrame
 
-from geo.boundaries import METRIC_CRS, STORAGE_CRS, Boundaries
+from geo.boundaries import METRIC_CRS, STORAGE_CRS, Boundaries, check_extent, read_layer
 from pipelines.errors import DataError
 
 SEGMENT_COLUMNS = ("segment_id", "segment", "id")
@@ -106,50 +106,51 @@ def load_roads(path: Path | str, boundaries: Boundaries) -> tuple[GeoDataFrame, 
 
     Each feature needs a ``segment_id`` column holding one of the ids of :data:`SEGMENTS`
     (a segment may be drawn in several pieces). Segments the file lacks stay illustrative.
-    Returns the frame :func:`illustrative_roads` returns, and notes (segments whose surveyed
-    length differs from the plan's by more than 20%, segments still illustrative).
+    The file is checked as boundary files are (:func:`~geo.boundaries.read_layer`), and after
+    reprojection every line must lie within the villages' extent, padded by
+    :data:`~geo.boundaries.EXTENT_PAD_DEG`. Returns the frame :func:`illustrative_roads`
+    returns, and notes (segments whose surveyed length differs from the plan's by more than
+    20%, segments still illustrative, anything odd GDAL said about the file).
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: road file not found; check `roads` in manyi.toml")
-    try:
-        frame = gpd.read_file(path, engine="pyogrio")
-    except Exception as e:  # pyogrio/GDAL raise many types; the user needs one clear line
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(
-            f"{path}: cannot read the road file ({detail}); export the layer again"
-        ) from None
+    read = read_layer(path, what="road")
+    frame, notes = read.frame, list(read.notes)
     if frame.crs is None:
         raise DataError(
             f"{path}: the road file has no coordinate reference system; re-export it with its CRS"
         )
-    if frame.crs.is_geographic:
-        minx, miny, maxx, maxy = frame.total_bounds
-        if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
-            raise DataError(f"{path}: coordinates are not longitude/latitude although the file says "
-                            f"{frame.crs.name}; its CRS is missing or wrong, re-export it with the right one")  # fmt: skip
-    column = next((c for c in SEGMENT_COLUMNS if c in frame.columns), None)
-    if column is None or len(frame) == 0:
-        raise DataError(f"{path}: needs features with a segment_id column holding one of: "
-                        + ", ".join(s.segment_id for s in SEGMENTS))  # fmt: skip
-    kinds = set(frame.geometry.geom_type.dropna()) - {"LineString", "MultiLineString"}
-    if kinds or frame.geometry.isna().any():
-        raise DataError(
-            f"{path}: roads must be lines, found {', '.join(sorted(kinds)) or 'empty geometries'}"
-        )
     known = {s.segment_id: s for s in SEGMENTS}
-    ids = frame[column].astype(str).str.strip()
-    unknown = sorted(set(ids) - set(known))
-    if unknown:
+    column = next((c for c in SEGMENT_COLUMNS if c in frame.columns), None)
+    if column is None:
+        columns = ", ".join(_shown(c) for c in list(frame.columns)[:20])
         raise DataError(
-            f"{path}: unknown segment id(s) {', '.join(unknown)}; use one of {', '.join(known)}"
+            f"{path}: no segment_id column (columns are {columns}); add one holding, for each "
+            f"line, one of: {', '.join(known)}"
         )
-    metric = frame.set_geometry(frame.geometry).to_crs(METRIC_CRS)
-    lines = metric.geometry.groupby(ids.values).agg(
-        lambda g: shapely.line_merge(shapely.union_all(g.values))
-    )
+    ids = pd.Series([_segment_id(v) for v in frame[column]], index=frame.index)
+    labels = [f"segment {_shown(i)}" if i else "a line without segment_id" for i in ids]
+    _check_lines(path, frame, labels)
+    unknown = [(n, i) for n, i in enumerate(ids, start=1) if i not in known]
+    if unknown:
+        shown = [f"{_shown(i) if i else '(blank)'} (feature {n})" for n, i in unknown[:10]]
+        more = f" … and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise DataError(
+            f"{path}: unknown segment id(s) {', '.join(shown)}{more}; use one of {', '.join(known)}"
+        )
+    moved = check_extent(path, frame, labels, extent=tuple(boundaries.villages.total_bounds))
+    try:
+        lines = (
+            moved.to_crs(METRIC_CRS)
+            .geometry.groupby(ids.values)
+            .agg(lambda g: shapely.line_merge(shapely.union_all(g.values)))
+        )
+    except shapely.errors.GEOSException as e:
+        raise DataError(
+            f"{path}: cannot join the pieces of the road lines ({str(e).splitlines()[0]}); "
+            "check the lines in QGIS"
+        ) from None
     illustrative = illustrative_roads(boundaries).set_index("segment_id")
-    rows, notes = [], []
+    rows = []
     for seg in SEGMENTS:
         if seg.segment_id in lines.index:
             geom = gpd.GeoSeries([lines[seg.segment_id]], crs=METRIC_CRS)
@@ -179,3 +180,37 @@ def load_roads(path: Path | str, boundaries: Boundaries) -> tuple[GeoDataFrame, 
         crs=STORAGE_CRS,
     )
     return out, notes
+
+
+def _check_lines(path: Path, frame: GeoDataFrame, labels: list[str]) -> None:
+    geoms = frame.geometry
+    empty = (geoms.isna() | geoms.is_empty).to_numpy()
+    if empty.any():
+        k = int(np.flatnonzero(empty)[0])
+        raise DataError(
+            f"{path}: {int(empty.sum())} road feature(s) have no geometry, e.g. feature {k + 1} "
+            f"({labels[k]}); draw the line or delete the feature"
+        )
+    wrong = ~geoms.geom_type.isin(["LineString", "MultiLineString"]).to_numpy()
+    if wrong.any():
+        k = int(np.flatnonzero(wrong)[0])
+        kinds = ", ".join(sorted(set(geoms.geom_type[wrong])))
+        raise DataError(
+            f"{path}: roads must be lines, found {kinds} in {int(wrong.sum())} feature(s), e.g. "
+            f"feature {k + 1} ({labels[k]}); export the road layer as lines"
+        )
+
+
+def _segment_id(value: object) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    return str(value).strip()
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """A value read from a file, safe in a one-line message: escaped when odd, cut short."""
+    text = str(value)
+    if text.isprintable() and len(text) <= limit:
+        return text
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 2] + "…'"

@@ -5,7 +5,10 @@ A :class:`~pipelines.errors.ManyiError` becomes one line on stderr and a non-zer
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import traceback
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
@@ -338,21 +341,59 @@ def maps(
     out.print(f"{len(result.maps)} map(s) written; open {result.index}", highlight=False)
 
 
+def _line(text: object) -> str:
+    """One line for the terminal, with every credential removed."""
+    return _scrub(" ".join(str(text).split()))
+
+
+def _scrub(text: str) -> str:
+    from pipelines._http import scrub
+
+    secrets = tuple(os.environ.get(name, "") for name in _SECRET_ENV)
+    return scrub(text, secrets)
+
+
+# Environment variables whose values never reach the terminal or a crash log.
+_SECRET_ENV = ("MANYI_CENTRAL_PASSWORD", "MANYI_KOBO_TOKEN", "MANYI_TIANDITU_KEY")
+
+
+def _crash_log(error: BaseException) -> Path | None:
+    """Keep the traceback of an unexpected error in a file, scrubbed, for a bug report."""
+    stamp = datetime.now(SHANGHAI).strftime("%Y%m%d-%H%M%S")
+    text = _scrub("".join(traceback.format_exception(error)))
+    for folder in (
+        Path(os.environ.get("MANYI_DATA_DIR", "data")) / "logs",
+        Path(tempfile.gettempdir()),
+    ):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"manyi-crash-{stamp}.log"
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         code = app(args=argv, standalone_mode=False)
     except ManyiError as e:
         if isinstance(e, FormError):
             for p in e.problems:
-                err.print(f"error: {p}", highlight=False, markup=False)
+                err.print(f"error: {_line(p)}", highlight=False, markup=False)
         err.print(
-            f"manyi: {e.summary if isinstance(e, FormError) else e}", highlight=False, markup=False
+            f"manyi: {_line(e.summary if isinstance(e, FormError) else e)}",
+            highlight=False,
+            markup=False,
         )
         return e.exit_code
     except OSError as e:  # disk full, permission denied, a folder where a file should be
         where = f" ({e.filename})" if e.filename else ""
         err.print(
-            f"manyi: {e.strerror or e}{where}; check the path and its permissions",
+            _line(
+                f"manyi: {e.strerror or e}{where}; check the path, its permissions and free space"
+            ),
             highlight=False,
             markup=False,
         )
@@ -369,6 +410,16 @@ def main(argv: list[str] | None = None) -> int:
         if show:
             show()
         return getattr(e, "exit_code", 2)
+    except Exception as e:  # a bug: one line for the user, the traceback in a file
+        log = _crash_log(e)
+        kept = f"; details in {log}" if log else ""
+        err.print(
+            f"manyi: unexpected error ({type(e).__name__}: {_line(e)[:300]}){kept}; "
+            "this is a bug in manyi: please report it with that file",
+            highlight=False,
+            markup=False,
+        )
+        return 70  # EX_SOFTWARE
     return code if isinstance(code, int) else 0
 
 

@@ -9,7 +9,9 @@ from pyxform.xls2json_backends import md_table_to_workbook
 
 REPO = Path(__file__).resolve().parent.parent
 VILLAGES = REPO / "geo" / "villages.csv"
-SHARED = REPO.parent / "shared"  # read-only reference material beside the checkout
+DATA = REPO / "tests" / "data"
+CENTRAL_FIXTURES = DATA / "central"  # recorded ODK Central exchanges (see its README)
+KOBO_FIXTURES = DATA / "kobo"  # kpi API v2 reference exchanges (see its README)
 
 
 def village_rows_md() -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 import shapely
+from pyproj import Transformer
 
 from geo.illustrative import illustrative_boundaries
 from geo.maps import draw_maps
@@ -24,7 +25,8 @@ def boundaries():
 def _write(
     path: Path, ids: list[str], lengths_m: list[float], crs: str | None = "EPSG:4549"
 ) -> Path:
-    x0, y0 = 39_524_000.0, 3_893_000.0  # inside the town in CGCS2000 / GK CM 117E
+    # Lines start inside the town, in the metres of EPSG:4549 (CGCS2000 / 3-degree GK CM 120E)
+    x0, y0 = Transformer.from_crs(4326, 4549, always_xy=True).transform(117.25, 35.17)
     lines = [
         shapely.LineString([(x0, y0 + 50 * i), (x0 + m, y0 + 50 * i)])
         for i, m in enumerate(lengths_m)

@@ -23,7 +23,7 @@ from pipelines.config import load_settings
 from pipelines.errors import ConfigError, SourceError
 from pipelines.store import open_store
 from pipelines.sync import _default_forms, pull
-from tests.helpers import REPO, SHARED
+from tests.helpers import CENTRAL_FIXTURES, REPO
 from tests.pipelines._built import FORM as FORM_P
 from tests.pipelines._built import build
 
@@ -38,7 +38,7 @@ FAST = RetryPolicy(max_seconds=20, base_delay=0.05, max_delay=0.5, read_timeout=
 @pytest.fixture
 def central():
     with CentralStandIn(password=PASSWORD) as server:
-        server.load_recorded(SHARED / "fixtures" / "central")
+        server.load_recorded(CENTRAL_FIXTURES)
         yield server
 
 

@@ -22,13 +22,13 @@ from pipelines.errors import SourceError
 from pipelines.kobo import publish as kobo_publish
 from pipelines.store import open_store
 from pipelines.sync import pull
-from tests.helpers import REPO, SHARED
+from tests.helpers import KOBO_FIXTURES, REPO
 from tests.pipelines._built import FORM as FORM_P
 from tests.pipelines._built import TITLE, build
 from tests.pipelines.test_central import KillAt, Portal, one_line_error, run_killed
 from tests.standins.kobo_server import TOKEN, KoboStandIn
 
-FIXTURES = SHARED / "fixtures" / "kobo"
+FIXTURES = KOBO_FIXTURES
 ASSET = "ahTnpQwdqrrp4fRKqUxj2p"
 FAST = RetryPolicy(max_seconds=20, base_delay=0.05, max_delay=0.5, read_timeout=2)
 

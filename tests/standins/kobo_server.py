@@ -1,5 +1,5 @@
 """An in-process stand-in for KoboToolbox (kpi) API v2, built from the reference in
-``../shared/fixtures/kobo`` (README sections 1–5):
+``tests/data/kobo`` (README sections 1–5):
 
 * ``Authorization: Token <key>``; a bad token → 401 ``{"detail": "Invalid token."}`` with
   ``WWW-Authenticate: Session``; no credentials on ``/data/`` → 404 ``{"detail": "Not found."}``.

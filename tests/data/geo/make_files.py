@@ -1,16 +1,25 @@
 """Regenerate the small boundary files in this folder: `python tests/data/geo/make_files.py`.
 
 Four villages of the register (370481115200–203) as a 2×2 grid of squares near 龙阳镇, written
-with geopandas/pyogrio in three formats and with the faults the loader must catch.
+with geopandas/pyogrio in three formats and with the faults the loader must catch, and one
+road line (segment fuqian_east) with the same coordinate faults. `main()` writes everything;
+`faults()` only the files of issue 9 (GeoPackages embed a timestamp, so rewriting them all
+changes bytes for nothing).
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import zipfile
 from pathlib import Path
 
 import geopandas as gpd
-from shapely.geometry import Polygon, box
+import openpyxl
+import shapely
+from pyproj import Transformer
+from shapely import affinity
+from shapely.geometry import LineString, Polygon, box
 
 HERE = Path(__file__).parent
 CODES = ["370481115200", "370481115201", "370481115202", "370481115203"]
@@ -74,6 +83,63 @@ def main() -> None:
     )
     good = (HERE / "villages_4549.gpkg").read_bytes()
     (HERE / "truncated.gpkg").write_bytes(good[: len(good) // 3])
+    faults()
+
+
+def geojson_by_hand(path: Path, props: list[dict], geoms: list, *, swap: bool = False) -> None:
+    """GeoJSON without a "crs" member, coordinates as given: what a careless export writes."""
+    if swap:
+        geoms = [shapely.transform(g, lambda xy: xy[:, ::-1]) for g in geoms]
+    features = [
+        {"type": "Feature", "properties": p, "geometry": shapely.geometry.mapping(g)}
+        for p, g in zip(props, geoms, strict=True)
+    ]
+    text = json.dumps({"type": "FeatureCollection", "features": features}, ensure_ascii=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def faults() -> None:
+    ok = grid()
+    codes = [{"code": c} for c in CODES]
+    to_metres = Transformer.from_crs("EPSG:4326", "EPSG:4549", always_xy=True)
+    metres = [shapely.transform(g, lambda xy: list(zip(*to_metres.transform(*xy.T), strict=True))) for g in ok.geometry]  # fmt: skip
+    beijing = [affinity.translate(g, 116.40 - W, 39.90 - S) for g in ok.geometry]
+    geojson_by_hand(HERE / "villages_metres_no_crs.geojson", codes, metres)
+    geojson_by_hand(HERE / "villages_swapped.geojson", codes, list(ok.geometry), swap=True)
+    geojson_by_hand(HERE / "villages_beijing.geojson", codes, beijing)
+
+    road = [{"segment_id": "fuqian_east"}]
+    line = LineString([(117.25, 35.17), (117.2555, 35.17)])  # about 0.5 km, east
+    geojson_by_hand(HERE / "roads_ok.geojson", road, [line])
+    geojson_by_hand(HERE / "roads_metres_no_crs.geojson", road, [shapely.transform(line, lambda xy: list(zip(*to_metres.transform(*xy.T), strict=True)))])  # fmt: skip
+    geojson_by_hand(HERE / "roads_swapped.geojson", road, [line], swap=True)
+    geojson_by_hand(HERE / "roads_beijing.geojson", road, [affinity.translate(line, -0.85, 4.73)])  # fmt: skip
+
+    # A plain Shapefile folder, and the zipped one with each mandatory part left out.
+    folder = HERE / "shp"
+    folder.mkdir(exist_ok=True)
+    ok.to_file(folder / "villages.shp", engine="pyogrio")
+    with zipfile.ZipFile(HERE / "villages_shp.zip") as z:
+        for part in ("shp", "shx", "dbf"):
+            with zipfile.ZipFile(HERE / f"villages_no_{part}.zip", "w", zipfile.ZIP_DEFLATED) as o:
+                for name in z.namelist():
+                    if not name.endswith(f".{part}"):
+                        o.writestr(name, z.read(name))
+
+    # An Excel workbook renamed .gpkg, and a SQLite database that is no GeoPackage.
+    book = openpyxl.Workbook()
+    book.active.append(["code", "name"])
+    book.active.append([CODES[0], "龙阳"])
+    book.save(HERE / "xlsx_renamed.gpkg")
+    (HERE / "not_geopackage.gpkg").unlink(missing_ok=True)
+    with sqlite3.connect(HERE / "not_geopackage.gpkg") as db:
+        db.execute("CREATE TABLE villages (code TEXT, name TEXT)")
+    db.close()
+
+    # Village names in GBK, as many Chinese exports write them.
+    text = (HERE / "villages_ok.geojson").read_text(encoding="utf-8")
+    text = text.replace('"code": "370481115200"', '"code": "370481115200", "name": "龙阳"')
+    (HERE / "villages_gbk.geojson").write_bytes(text.encode("gbk"))
 
 
 if __name__ == "__main__":

@@ -41,10 +41,10 @@ from pathlib import Path
 
 from openpyxl import Workbook
 from pyxform.xls2xform import convert
-from tests.helpers import SHARED
+from tests.helpers import CENTRAL_FIXTURES
 
 HERE = Path(__file__).resolve().parent
-XLSFORM = SHARED / "fixtures" / "central" / "forms" / "sanitation_sweep_v2023020101.xlsx"
+XLSFORM = CENTRAL_FIXTURES / "forms" / "sanitation_sweep_v2023020101.xlsx"
 SHEET = "环境卫生巡查 (Sanitation sweep)"[:31]
 VERSIONS = {
     "2023010101": "vLsNvCSTKWVCmZmbGmXx9x",
