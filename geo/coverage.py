@@ -9,7 +9,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from geo.boundaries import STORAGE_CRS
+from geo.geofile import STORAGE_CRS
 from pipelines.errors import DataError
 
 # Colour classes of completion (value / target), in legend order; labels are shown on maps.

@@ -14,7 +14,8 @@ import shapely
 from geopandas import GeoDataFrame
 from pyproj import Transformer
 
-from geo.boundaries import METRIC_CRS, STORAGE_CRS, TOWN_EXTENT, Boundaries
+from geo.boundaries import METRIC_CRS, Boundaries
+from geo.geofile import STORAGE_CRS, TOWN_EXTENT
 from geo.villages import Village, load_villages
 
 NOTICE = "示意边界，非真实行政边界"

@@ -20,7 +20,8 @@ import pandas as pd
 import shapely
 from geopandas import GeoDataFrame
 
-from geo.boundaries import METRIC_CRS, STORAGE_CRS, Boundaries, check_extent, read_layer
+from geo.boundaries import METRIC_CRS, Boundaries
+from geo.geofile import STORAGE_CRS, check_extent, read_layer
 from pipelines.errors import DataError
 
 SEGMENT_COLUMNS = ("segment_id", "segment", "id")

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from pyproj import Transformer
 from shapely import affinity
 
-from geo.boundaries import EXTENT_PAD_DEG, TOWN_EXTENT, load_boundaries
+from geo.boundaries import load_boundaries
+from geo.geofile import EXTENT_PAD_DEG, TOWN_EXTENT
 from geo.illustrative import EXTENT, illustrative_boundaries
 from geo.roads import load_roads
 from pipelines.cli import main
