@@ -91,13 +91,17 @@ def raw_download(url: str, page: int) -> int:
 
 
 def pyodk_pandas(url: str) -> int:
-    from pyodk._utils import config as cfg
     from pyodk.client import Client
 
-    client = Client(
-        config=cfg.Config(central=cfg.CentralConfig(url, "admin@example.com", PASSWORD, 1)),
-        cache_path=Path(tempfile.mkdtemp()) / "pyodk_cache.toml",
+    # pyodk's own config file, as a user would write it (its public API only)
+    folder = Path(tempfile.mkdtemp())
+    config = folder / "pyodk_config.toml"
+    config.write_text(
+        f'[central]\nbase_url = "{url}"\nusername = "admin@example.com"\n'
+        f'password = "{PASSWORD}"\ndefault_project_id = 1\n',
+        encoding="utf-8",
     )
+    client = Client(config_path=str(config), cache_path=str(folder / "pyodk_cache.toml"))
     table = client.submissions.get_table(form_id=FORM, expand="*")
     return len(pd.json_normalize(table["value"]))
 

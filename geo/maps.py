@@ -36,6 +36,7 @@ from geo.illustrative import NOTICE, illustrative_boundaries
 from geo.roads import illustrative_roads, load_roads
 from geo.villages import load_villages
 from pipelines.errors import DataError
+from pipelines.privacy import scrub_text
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 # The plan's six domains: id used in file names -> Chinese name shown to users.
@@ -289,7 +290,7 @@ def _text(x) -> str:
         return "–"
     if isinstance(x, datetime | pd.Timestamp):
         return x.strftime("%Y-%m-%d")
-    return html.escape(str(x))
+    return html.escape(scrub_text(str(x)))  # masked: a map is shared more widely than a list
 
 
 def _overdue(values: pd.Series, today: date) -> np.ndarray:
@@ -495,7 +496,7 @@ class _Findings(MarkerCluster):
                     ref(_text(row.date)),
                     ref(_text(row.status)),
                     ref(_text(row.rectify_by)),
-                    ref(html.escape(note) if note else None),
+                    ref(html.escape(scrub_text(note)) if note else None),
                     ref(_photo_href(row.photo)),
                 ]
             )

@@ -1,5 +1,8 @@
-"""HTTP with retries for the sources: backoff on 429 (honouring Retry-After), 5xx, connection
-resets and timeouts, within a bounded total time. Error text never carries credentials."""
+"""HTTP with retries for the sources: backoff on 429 (honouring Retry-After), 5xx, refused
+connections, resets and timeouts, until a give-up time (``http_give_up_s``). Each retry is
+announced to ``RetryPolicy.on_retry`` before its wait, so a user sees that manyi is retrying.
+Error text never carries credentials (:func:`scrub`), and what a server said is kept on the
+:class:`SourceError` (url, status, code, detail), quoted short."""
 
 from __future__ import annotations
 
@@ -7,18 +10,30 @@ import email.utils
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
 import requests
 import urllib3
 
-from pipelines.errors import SourceError
+from pipelines.errors import SourceError, scrub
 from pipelines.records import utc_text
+
+__all__ = [
+    "RetryNotice",
+    "RetryPolicy",
+    "error_detail",
+    "fetch_file",
+    "json_body",
+    "quoted",
+    "request",
+    "response_error",
+    "scrub",
+    "server_time",
+]
 
 log = logging.getLogger("manyi.http")
 
@@ -29,9 +44,21 @@ _NETWORK_ERRORS = (
     requests.Timeout,
     requests.exceptions.ChunkedEncodingError,
 )
-# /v1/key/<token>/ (Central app users) and token=… in queries must never be shown.
-_KEY_URL = re.compile(r"(/v1/key/)[^/]+")
-_QUERY_SECRET = re.compile(r"((?:token|password|key)=)[^&\s]+", re.IGNORECASE)
+QUOTE_CHARS = 200  # how much of a server's error body a message quotes
+_SCAN_CHARS = 65_536  # how much of a body is read for its error message
+
+
+@dataclass(frozen=True)
+class RetryNotice:
+    """What :attr:`RetryPolicy.on_retry` is told before each wait. ``attempt`` attempts have
+    failed, so the request about to be sent again is retry number ``attempt`` (第 N 次重试)."""
+
+    url: str  # credentials scrubbed
+    attempt: int
+    wait_s: float
+    problem: str  # e.g. "HTTP 503", "connection refused"
+    elapsed_s: float  # since the first attempt
+    give_up_s: float  # the policy's max_seconds
 
 
 @dataclass(frozen=True)
@@ -41,20 +68,53 @@ class RetryPolicy:
     max_delay: float = 30.0
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
+    # Told before each wait; may be called from attachment worker threads.
+    on_retry: Callable[[RetryNotice], None] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Any, on_retry: Callable[[RetryNotice], None] | None = None, **kw: Any
+    ) -> RetryPolicy:
+        """The policy for ``settings``: gives up after ``settings.http_give_up_s``."""
+        return cls(max_seconds=float(settings.http_give_up_s), on_retry=on_retry, **kw)
 
     @property
     def timeout(self) -> tuple[float, float]:
         return (self.connect_timeout, self.read_timeout)
 
-
-def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Remove credentials from a URL or message."""
-    text = _KEY_URL.sub(r"\1***", text)
-    text = _QUERY_SECRET.sub(r"\1***", text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    def pause(
+        self,
+        started: float,
+        attempt: int,
+        url: str,
+        problem: str,
+        server_wait: float | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> bool:
+        """After failed attempt number ``attempt`` of a request begun at ``started``
+        (``time.monotonic()``): tell ``on_retry``, sleep, and return True; or return False
+        when it is time to give up. The last wait is cut to the give-up time, so the last
+        attempt is made then; a server asking (Retry-After) for more than is left gets none."""
+        elapsed = time.monotonic() - started
+        left = self.max_seconds - elapsed
+        if left <= 0 or (server_wait is not None and server_wait > left):
+            return False
+        if server_wait is None:
+            wait = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+            wait *= 0.5 + random.random() / 2  # noqa: S311 - jitter so clients do not retry in step
+        else:
+            wait = server_wait
+        wait = min(wait, left)
+        shown = scrub(url, secrets)
+        log.info("%s: %s on attempt %d, retrying in %.1f s", shown, problem, attempt, wait)
+        if self.on_retry is not None:
+            self.on_retry(
+                RetryNotice(
+                    shown, attempt, round(wait, 3), problem, round(elapsed, 3), self.max_seconds
+                )
+            )
+        time.sleep(wait)
+        return True
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -70,21 +130,68 @@ def _retry_after(response: requests.Response) -> float | None:
     return max(0.0, moment.timestamp() - time.time())
 
 
-def error_detail(response: requests.Response) -> str:
-    """Central's ``{code, message}``, Kobo's ``{detail}`` or the start of the body."""
+@dataclass(frozen=True)
+class _Said:
+    """What a server's error body says: its message (one line, scrubbed, cut) and code."""
+
+    detail: str
+    code: str | None = None
+
+
+def _said(response: requests.Response, secrets: tuple[str, ...] = ()) -> _Said:
+    """Central's ``{code, message}``, kpi's ``{detail}`` or ``{error}``, else the body."""
     try:
         body = response.json()
-    except ValueError:
-        return response.text[:200].strip()
+    except (ValueError, RuntimeError):  # RuntimeError: the body was already streamed away
+        return _Said(quoted(_text_of(response), secrets))
+    code = None
     if isinstance(body, dict):
-        if "message" in body:
-            code = f" (code {body['code']})" if "code" in body else ""
-            return f"{body['message']}{code}"
-        if "detail" in body:
-            return str(body["detail"])
-        if "error" in body:  # kpi's form errors: {"error": "<pyxform/Enketo message>"}
-            return str(body["error"])
-    return json.dumps(body, ensure_ascii=False)[:200]
+        if body.get("code") is not None and not isinstance(body["code"], (dict, list)):
+            code = quoted(str(body["code"]), secrets, 40)
+        for key in ("message", "detail", "error"):  # error: kpi's form errors (pyxform's)
+            if key in body:
+                value = body[key]
+                text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+                return _Said(quoted(text, secrets), code)
+    return _Said(quoted(json.dumps(body, ensure_ascii=False), secrets), code)
+
+
+def _text_of(response: requests.Response) -> str:
+    try:
+        return response.content[:_SCAN_CHARS].decode("utf-8", "replace")
+    except (RuntimeError, requests.RequestException):
+        return ""
+
+
+def quoted(text: str, secrets: tuple[str, ...] = (), limit: int = QUOTE_CHARS) -> str:
+    """A server's words fit for a one-line message: scrubbed while whole (a cut could leave
+    half a password the scrubber no longer knows), on one line without control characters,
+    then cut to ``limit``."""
+    text = scrub(text[:_SCAN_CHARS], secrets)
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_detail(response: requests.Response, secrets: tuple[str, ...] = ()) -> str:
+    """What a server's error body says, with its code: ``"<message> (code 404.1)"``."""
+    said = _said(response, secrets)
+    return f"{said.detail} (code {said.code})" if said.code else said.detail
+
+
+def response_error(
+    response: requests.Response, message: str, secrets: tuple[str, ...] = ()
+) -> SourceError:
+    """A :class:`SourceError` with ``message`` that keeps the response's URL, status and
+    the server's code and detail."""
+    said = _said(response, secrets)
+    return SourceError(
+        message,
+        url=_asked(response),
+        status=response.status_code,
+        code=said.code,
+        detail=said.detail,
+        secrets=secrets,
+    )
 
 
 def request(
@@ -108,53 +215,94 @@ def request(
     attempt = 0
     while True:
         attempt += 1
-        problem: str
-        wait: float | None = None
+        server_wait: float | None = None
+        status: int | None = None
         try:
-            response = send(method, url, timeout=policy.timeout, **kwargs)
+            response = send(method, url, timeout=_timeout(policy, started), **kwargs)
         except _NETWORK_ERRORS as e:
-            problem = f"{type(e).__name__}"
+            problem = _network_problem(e)
             if not idempotent and not _never_sent(e):
                 raise SourceError(
-                    scrub(
-                        f"{what} did not answer {method} {url} ({problem}); it may or may not "
-                        "have been done: check the server, then run again",
-                        secrets,
-                    )
+                    f"{what} did not answer {method} {url} ({problem}); it may or may not "
+                    "have been done: check the server, then run again",
+                    url=url,
+                    secrets=secrets,
                 ) from None
+        except requests.RequestException as e:  # a URL requests cannot send, a redirect loop
+            raise SourceError(
+                f"{what} could not be asked {method} {url} ({type(e).__name__}); check the "
+                "server URL in your settings",
+                url=url,
+                secrets=secrets,
+            ) from None
         else:
             if response.status_code < 400 or response.status_code in ok:
                 return response
             retryable = RETRY_STATUS if idempotent else _SAFE_RETRY
             if response.status_code not in retryable:
-                raise SourceError(
-                    scrub(
-                        f"{what} refused {method} {url}: HTTP {response.status_code} "
-                        f"{error_detail(response)}",
-                        secrets,
-                    )
-                    + _advice(response.status_code)
-                )
-            problem = f"HTTP {response.status_code}"
-            wait = _retry_after(response)
-            response.close()
-        elapsed = time.monotonic() - started
-        if wait is None:
-            wait = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
-            wait *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto  # jitter so many clients do not retry in step
-        if elapsed + wait > policy.max_seconds:
-            raise SourceError(
-                scrub(
-                    f"{what} did not answer {method} {url} after {attempt} attempt(s) in "
-                    f"{elapsed:.0f} s (last: {problem}); check the network or the server and "
-                    "pull again: the store keeps what was already pulled",
+                raise response_error(
+                    response,
+                    f"{what} refused {method} {url}: HTTP {response.status_code} "
+                    f"{error_detail(response, secrets)}" + _advice(response.status_code),
                     secrets,
                 )
+            status = response.status_code
+            problem = f"HTTP {status}"
+            server_wait = _retry_after(response)
+            response.close()
+        if not policy.pause(started, attempt, url, problem, server_wait, secrets):
+            if server_wait:
+                problem += f", asking to wait {server_wait:.0f} s"
+            seconds = time.monotonic() - started
+            raise SourceError(
+                _gave_up(what, method, url, attempt, seconds, problem, policy.max_seconds),
+                url=url,
+                status=status,
+                secrets=secrets,
             )
-        log.info(
-            "%s: %s on attempt %d, retrying in %.1f s", scrub(url, secrets), problem, attempt, wait
-        )
-        time.sleep(wait)
+
+
+def _gave_up(
+    what: str, method: str, url: str, attempts: int, seconds: float, problem: str, give_up: float
+) -> str:
+    return (
+        f"{what} did not answer {method} {url} after {attempts} attempt(s) in "
+        f"{seconds:.{0 if seconds >= 10 else 1}f} s "
+        f"(last: {problem}); check the server address in your settings and that the server "
+        f"is up and reachable from here, or wait longer with http_give_up_s (now {give_up:g} "
+        "s), then run again: the store keeps what was already pulled"
+    )
+
+
+def _timeout(policy: RetryPolicy, started: float) -> tuple[float, float]:
+    """The policy's timeouts, the connect one cut to the time left (at least 1 s): an
+    address that swallows packets must not keep manyi past its give-up time."""
+    left = policy.max_seconds - (time.monotonic() - started)
+    return (max(1.0, min(policy.connect_timeout, left)), policy.read_timeout)
+
+
+def _network_problem(error: Exception) -> str:
+    """A few words for a network failure: what was refused or timed out, not a class."""
+    seen: set[int] = set()
+    todo: list[Any] = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, urllib3.exceptions.NameResolutionError):
+            return "host name not found"
+        if isinstance(e, ConnectionResetError):
+            return "connection reset"
+        todo += [getattr(e, "reason", None), e.__cause__, e.__context__]
+        todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+    if isinstance(error, requests.ConnectTimeout):
+        return "connect timed out"
+    if isinstance(error, requests.Timeout):
+        return "read timed out"
+    return type(error).__name__
 
 
 def json_body(
@@ -178,40 +326,45 @@ def json_body(
     try:
         body = resp.json()
     except ValueError:
-        raise SourceError(_not_json(resp, what, secrets)) from None
+        raise SourceError(
+            _not_json(resp, what), url=_asked(resp), status=resp.status_code, secrets=secrets
+        ) from None
     problem = _shape_problem(body, keys, kind, rows, row_keys)
     if problem:
         raise SourceError(
-            scrub(
-                f"{what} at {_where(resp)} answered HTTP {resp.status_code} with JSON manyi "
-                f"does not expect ({problem}); check that the URL points at {what} itself",
-                secrets,
-            )
+            f"{what} at {_where(resp)} answered HTTP {resp.status_code} with JSON manyi "
+            f"does not expect ({problem}); check that the URL points at {what} itself",
+            url=_asked(resp),
+            status=resp.status_code,
+            secrets=secrets,
         )
     return body
 
 
+def _asked(resp: requests.Response) -> str:
+    """The URL manyi asked for (before any redirect)."""
+    return str(resp.history[0].url if resp.history else resp.url)
+
+
 def _where(resp: requests.Response) -> str:
     """The URL asked for, and where a redirect (a captive portal's, say) ended up."""
-    asked = resp.history[0].url if resp.history else resp.url
-    return f"{asked} (redirected to {resp.url})" if resp.history else str(asked)
+    asked = _asked(resp)
+    return f"{asked} (redirected to {resp.url})" if resp.history else asked
 
 
-def _not_json(resp: requests.Response, what: str, secrets: tuple[str, ...]) -> str:
+def _not_json(resp: requests.Response, what: str) -> str:
     ctype = resp.headers.get("Content-Type", "")
-    head = resp.content[:200].decode("utf-8", "replace").strip()
+    head = quoted(resp.content[:_SCAN_CHARS].decode("utf-8", "replace"), limit=60)
     if "html" in ctype.lower() or head[:1] == "<":
-        return scrub(
+        return (
             f"{what} at {_where(resp)} answered HTTP {resp.status_code} with HTML, not JSON "
             "— a login page or proxy in between? Open that URL in a browser on this machine, "
-            "log in to the network if it asks, and check the server URL in your settings",
-            secrets,
+            "log in to the network if it asks, and check the server URL in your settings"
         )
-    return scrub(
+    return (
         f"{what} at {_where(resp)} answered HTTP {resp.status_code} with a body that is not "
-        f"JSON ({ctype or 'no Content-Type'}, starting {head[:60]!r}); check the server URL "
-        "in your settings, then pull again",
-        secrets,
+        f"JSON ({quoted(ctype, limit=60) or 'no Content-Type'}, starting {head!r}); check "
+        "the server URL in your settings, then pull again"
     )
 
 

@@ -1,7 +1,10 @@
-"""ODK Central through pyodk: pull submissions over OData, fetch attachments, publish forms.
+"""ODK Central's REST and OData API: pull submissions, fetch attachments, publish forms.
 
 * Configuration: ``MANYI_CENTRAL_URL/USER/PASSWORD/PROJECT`` (via :class:`Settings`), else
-  pyodk's own TOML file (``PYODK_CONFIG_FILE``, default ``~/.pyodk_config.toml``).
+  pyodk's own TOML file (``PYODK_CONFIG_FILE``, default ``~/.pyodk_config.toml``), read
+  through pyodk's public ``Client``. Every request, publishing too, goes through our retry
+  loop (:func:`pipelines._http.request`): pyodk's own requests log a server's whole error
+  body, which may echo our token, and its endpoint classes are private.
 * Pull: ``Submissions?$top=N&$expand=*`` following ``@odata.nextLink`` (pyodk's get_table does
   not follow it). Incremental on ``__system/submissionDate``/``__system/updatedAt`` so edits and
   reviews are caught; deletions come from a second query on ``__system/deletedAt`` (Central
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
+import mimetypes
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,14 +36,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import requests
-from pyodk._endpoints.form_draft_attachments import FormDraftAttachmentService
-from pyodk._endpoints.form_drafts import FormDraftService
-from pyodk._utils import config as pyodk_config
-from pyodk._utils.session import Session
-from pyodk.client import Client
+from pyodk import Client
 from pyodk.errors import PyODKError
 
 from pipelines._http import (
@@ -49,9 +48,10 @@ from pipelines._http import (
     fetch_file,
     json_body,
     request,
-    scrub,
+    response_error,
     server_time,
 )
+from pipelines.config import check_server_url
 from pipelines.errors import ConfigError, SourceError
 from pipelines.records import (
     AttachmentRef,
@@ -65,8 +65,6 @@ from pipelines.records import (
     utc_text,
 )
 
-log = logging.getLogger("manyi.central")
-
 NAME = "central"
 # The next pull asks again from this long before the server's clock at the start of the last
 # one: a submission whose timestamp was taken before that moment but committed after it (a
@@ -74,6 +72,9 @@ NAME = "central"
 # pull. Rows fetched twice cost nothing: the store upserts.
 CLOCK_MARGIN = timedelta(seconds=60)
 RETRY_BATCH = 20  # quarantined ids per `__id eq … or …` query, to keep the URL short
+# What Central answers a form it will not take (400: unparsable XML, 409: version exists);
+# 401/403 keep the generic message with its advice on credentials and rights.
+_REFUSALS = (400, 404, 409, 413, 415, 422)
 
 
 @dataclass(frozen=True)
@@ -107,20 +108,25 @@ def central_config(settings: Any, env: dict[str, str] | None = None) -> CentralC
             settings.central_password.get(),
             int(settings.central_project),
         )
-    path = pyodk_config.get_config_path(env.get("PYODK_CONFIG_FILE"))
+    # pyodk's default place for its config file (PYODK_CONFIG_FILE overrides it)
+    path = Path(env.get("PYODK_CONFIG_FILE") or Path.home() / ".pyodk_config.toml")
     if not path.exists():
         raise ConfigError(
             "no ODK Central server configured: set MANYI_CENTRAL_URL, MANYI_CENTRAL_USER, "
             f"MANYI_CENTRAL_PASSWORD and MANYI_CENTRAL_PROJECT, or write pyodk's config {path}"
         )
     try:
-        cfg = pyodk_config.read_config(path).central
-    except (PyODKError, TypeError, KeyError, ValueError) as e:
+        cfg = Client(config_path=path).config.central  # reads the file; no request, no cache
+    except (PyODKError, TypeError, KeyError, ValueError, AttributeError) as e:
         raise ConfigError(f"{path}: not a valid pyodk config ({type(e).__name__})") from None
+    check_server_url("base_url", str(cfg.base_url), f"in {path}", "username and password")
     project = settings.central_project or cfg.default_project_id
     if not project:
         raise ConfigError(f"{path}: no default_project_id; set MANYI_CENTRAL_PROJECT")
-    return CentralConfig(cfg.base_url, cfg.username, cfg.password, int(project))
+    try:
+        return CentralConfig(cfg.base_url, cfg.username, cfg.password, int(project))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: default_project_id must be a number") from None
 
 
 class CentralSource:
@@ -135,24 +141,17 @@ class CentralSource:
         page_size: int | None = None,
     ):
         self.cfg = central_config(settings)
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or RetryPolicy.from_settings(settings)
         self.page_size = page_size or settings.central_page_size
-        # Our own session: no token cache file on disk, and our retry policy instead of
-        # pyodk's adapter (which retries only over https and hides Retry-After from us).
-        session = Session(self.cfg.base_url, "v1", self.cfg.username, self.cfg.password, None)
+        base = self.cfg.base_url.rstrip("/")
+        self._api = base + "/" if base.endswith("/v1") else base + "/v1/"
+        # Our own session: no token cache file on disk, and our retry policy instead of an
+        # adapter's (pyodk's retries only over https and hides Retry-After from us).
+        session = requests.Session()
         # one connection per attachment worker, plus the page prefetch and the main thread
         adapter = requests.adapters.HTTPAdapter(max_retries=0, pool_maxsize=self.fetch_workers + 2)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        self.client = Client(
-            session=session,
-            project_id=self.cfg.project_id,
-            config=pyodk_config.Config(
-                central=pyodk_config.CentralConfig(
-                    self.cfg.base_url, self.cfg.username, self.cfg.password, self.cfg.project_id
-                )
-            ),
-        )
         self.session = session
         self._secrets = (self.cfg.password,)
         self._logged_in = False
@@ -169,39 +168,44 @@ class CentralSource:
     # ---- HTTP ------------------------------------------------------------------------
     def _login(self) -> None:
         """``POST /v1/sessions`` through our retry loop; the token goes in the session's
-        headers, where pyodk's own auth (used for publishing) finds it."""
+        headers, and into the secrets every message is scrubbed of."""
         if self._logged_in:
             return
         resp = request(
             self.session.request,
             "POST",
-            self.session.urljoin("sessions"),
+            self._url("sessions"),
             self.policy,
             self._secrets,
             what="ODK Central",
             ok=(400, 401, 403),
             json={"email": self.cfg.username, "password": self.cfg.password},
-            auth=_no_auth,  # not pyodk's Auth, which would log in again to send this
         )
         if resp.status_code in (400, 401, 403):
-            raise SourceError(
-                scrub(
-                    f"ODK Central at {self.cfg.base_url} refused the login for "
-                    f"{self.cfg.username} (HTTP {resp.status_code}); check MANYI_CENTRAL_USER "
-                    "and MANYI_CENTRAL_PASSWORD (or the pyodk config file)",
-                    self._secrets,
-                )
+            raise response_error(
+                resp,
+                f"ODK Central at {self.cfg.base_url} refused the login for "
+                f"{self.cfg.username} (HTTP {resp.status_code}); check MANYI_CENTRAL_USER "
+                "and MANYI_CENTRAL_PASSWORD (or the pyodk config file)",
+                self._secrets,
             )
         body = json_body(resp, "ODK Central", ("token",), secrets=self._secrets)
-        self.session.headers["Authorization"] = f"Bearer {body['token']}"
+        token = str(body["token"])
+        # the token from now on is a secret too: a server may echo it in an error body
+        self._secrets = (self.cfg.password, token)
+        self.session.headers["Authorization"] = f"Bearer {token}"
         self._logged_in = True
+
+    def _url(self, path: str) -> str:
+        """An API path (``projects/1/forms``) or a full URL (an ``@odata.nextLink``)."""
+        return urljoin(self._api, path.lstrip("/")) if "://" not in path else path
 
     def _get(self, url: str, ok: tuple[int, ...] = (), **kw: Any) -> requests.Response:
         self._login()
         return request(
             self.session.request,
             "GET",
-            self.session.urljoin(url),
+            self._url(url),
             self.policy,
             self._secrets,
             what="ODK Central",
@@ -210,16 +214,14 @@ class CentralSource:
         )
 
     def _form_path(self, form_id: str) -> str:
-        return self.session.urlformat(
-            "projects/{pid}/forms/{fid}", pid=self.cfg.project_id, fid=form_id
-        )
+        return f"projects/{_q(self.cfg.project_id)}/forms/{_q(form_id)}"
 
     # ---- pulling ---------------------------------------------------------------------
     fetch_workers = 4  # attachment downloads in flight beside the page feed
 
     def form_ids(self) -> list[str]:
         """Every published form of the project (what ``manyi pull`` pulls with no --form)."""
-        path = self.session.urlformat("projects/{pid}/forms", pid=self.cfg.project_id)
+        path = f"projects/{_q(self.cfg.project_id)}/forms"
         forms = self._json(self._get(path), ("xmlFormId",), kind=list)
         return [f["xmlFormId"] for f in forms if f.get("publishedAt")]
 
@@ -357,7 +359,7 @@ class CentralSource:
                 url = fetched.body.get("@odata.nextLink") if fetched else None
 
     def _submissions_path(self, form_id: str) -> str:
-        return self.session.urljoin(self._form_path(form_id) + "/submissions/")
+        return self._url(self._form_path(form_id) + "/submissions/")
 
     def _first_url(self, form_id: str, phase: str, hwm: str | None, deleted_hwm: str | None) -> str:
         params = [("$top", str(self.page_size))]
@@ -396,12 +398,7 @@ class CentralSource:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def list_attachments(self, record: Record) -> list[AttachmentRef]:
-        path = self.session.urlformat(
-            "projects/{pid}/forms/{fid}/submissions/{iid}/attachments",
-            pid=self.cfg.project_id,
-            fid=record.form_id,
-            iid=record.instance_id,
-        )
+        path = f"{self._form_path(record.form_id)}/submissions/{_q(record.instance_id)}/attachments"
         resp = self._get(path, ok=(404,))
         if resp.status_code == 404:
             return []
@@ -446,55 +443,76 @@ class CentralSource:
                 f"{form_id}: {', '.join(changed)} changed but the form version {version} did "
                 "not; raise the version in the form's settings sheet, build and publish again"
             )
-        drafts = FormDraftService(self.session, self.cfg.project_id, form_id)
-        uploads = FormDraftAttachmentService(self.session, self.cfg.project_id, form_id)
-        self._login()
-        step = "create the form"
-        try:
-            if current is None:
-                # A new form starts as a draft too, so its files go up before it is live.
-                self.session.response_or_error(
-                    "POST",
-                    self.session.urlformat("projects/{pid}/forms", pid=self.cfg.project_id),
-                    log,
-                    params={"ignoreWarnings": "true", "publish": "false"},
-                    headers={"Content-Type": "application/xml"},
-                    data=xml.encode("utf-8"),
-                )
-            else:
-                step = "create a draft"
-                drafts.create(definition=xml, form_id=form_id)
-            for path in files:
-                step = f"upload {path.name}"
-                uploads.upload(file_path=path, form_id=form_id)
-            step = f"publish version {version}"
-            drafts.publish(form_id=form_id, version=version)
-        except PyODKError as e:
-            raise SourceError(
-                scrub(
-                    f"ODK Central refused to publish {form_id} ({step}): {_pyodk_problem(e)}; "
-                    "fix the form, build and publish again (forms before it were published)",
-                    self._secrets,
-                )
-            ) from None
-        except requests.RequestException as e:
-            raise SourceError(
-                f"ODK Central at {self.cfg.base_url} did not answer while publishing {form_id} "
-                f"({step}: {type(e).__name__}); check the network and publish again"
-            ) from None
+        form = self._form_path(form_id)
+        if current is None:
+            # A new form starts as a draft too, so its files go up before it is live.
+            self._post(
+                form_id,
+                "create the form",
+                f"projects/{_q(self.cfg.project_id)}/forms?ignoreWarnings=true&publish=false",
+                idempotent=False,
+                headers={"Content-Type": "application/xml"},
+                data=xml.encode("utf-8"),
+            )
+        else:  # a new draft replaces any old one, so sending it twice does no harm
+            self._post(
+                form_id,
+                "create a draft",
+                f"{form}/draft?ignoreWarnings=true",
+                headers={"Content-Type": "application/xml"},
+                data=xml.encode("utf-8"),
+            )
+        for path in files:  # an upload replaces the draft's file of that name
+            self._post(
+                form_id,
+                f"upload {path.name}",
+                f"{form}/draft/attachments/{_q(path.name)}",
+                headers={
+                    "Content-Type": mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+                },
+                data=path.read_bytes(),
+            )
+        self._post(
+            form_id,
+            f"publish version {version}",
+            f"{form}/draft/publish?version={quote(version, safe='')}",
+            idempotent=False,
+        )
         (report.updated if published else report.created).append(form_id)
+
+    def _post(
+        self, form_id: str, step: str, path: str, idempotent: bool = True, **kw: Any
+    ) -> requests.Response:
+        """One publishing request; Central's refusal (a form it cannot parse, a version it
+        has) is one line naming the form and the step."""
+        self._login()
+        resp = request(
+            self.session.request,
+            "POST",
+            self._url(path),
+            self.policy,
+            self._secrets,
+            what="ODK Central",
+            ok=_REFUSALS,
+            idempotent=idempotent,
+            **kw,
+        )
+        if resp.status_code in _REFUSALS:
+            raise response_error(
+                resp,
+                f"ODK Central refused to publish {form_id} ({step}): HTTP {resp.status_code} "
+                f"{error_detail(resp, self._secrets)}; fix the form, build and publish again "
+                "(forms before it were published)",
+                self._secrets,
+            )
+        return resp
 
     def _changed_attachments(self, form_id: str, files: list[Path]) -> list[str]:
         """Names of the built files whose content differs from the published form's."""
         changed = []
         for path in files:
             digest = hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324 - Central's ETag
-            url = self.session.urlformat(
-                "projects/{pid}/forms/{fid}/attachments/{name}",
-                pid=self.cfg.project_id,
-                fid=form_id,
-                name=path.name,
-            )
+            url = f"{self._form_path(form_id)}/attachments/{_q(path.name)}"
             # Central answers 304 when the ETag (the file's md5) still matches.
             resp = self._get(url, ok=(404,), headers={"If-None-Match": f'"{digest}"'})
             if resp.status_code == 304:
@@ -522,16 +540,9 @@ def publish(
         return source.publish(Path(build_dir or settings.build_dir), form_ids)
 
 
-def _pyodk_problem(error: PyODKError) -> str:
-    """Central's ``{message, code}`` from a pyodk error, else its HTTP status."""
-    resp = error.args[1] if len(error.args) > 1 else None
-    if isinstance(resp, requests.Response):
-        return f"HTTP {resp.status_code} {error_detail(resp)}"
-    return str(error.args[0]) if error.args else type(error).__name__
-
-
-def _no_auth(r: requests.PreparedRequest) -> requests.PreparedRequest:
-    return r
+def _q(value: object) -> str:
+    """One URL path segment, escaped as Central (and pyodk's URL formatter) escape it."""
+    return quote(str(value), safe=_SAFE)
 
 
 @dataclass(frozen=True)

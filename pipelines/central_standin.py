@@ -83,6 +83,16 @@ _ADMIN_VERBS = (  # noqa: SIM905 - one line per few verbs reads better than 56 l
 ).split()
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _node_json(body: Any) -> bytes:
+    """JSON as Node's ``JSON.stringify`` (real Central) writes it: a lone surrogate, which phones'
+    keyboards do produce, as the escape ``\\udXXX`` rather than an encoding error."""
+    text = json.dumps(body, ensure_ascii=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m[0]):04x}", text).encode("utf-8")
+
+
 def _ts(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
@@ -1102,7 +1112,7 @@ def _make_handler(central: CentralStandIn) -> type[BaseHTTPRequestHandler]:
             elif isinstance(body, bytes):
                 data, ctype = body, headers.pop("Content-Type", "application/octet-stream")
             else:
-                data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+                data = _node_json(body)
                 ctype = headers.pop("Content-Type", "application/json; charset=utf-8")
             self.send_response(status)
             if ctype:
@@ -1615,7 +1625,7 @@ def _make_handler(central: CentralStandIn) -> type[BaseHTTPRequestHandler]:
                 body["@odata.nextLink"] = f"{base}/{table}?" + "&".join(parts)
             if q.get("$count") == "true":
                 body["@odata.count"] = total
-            data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            data = _node_json(body)
             central._last_page[self.path.split("?")[0]] = (200, dict(_ODATA), data)
             return 200, data, {"Content-Type": "application/json; charset=utf-8"}, "chunked"
 

@@ -16,6 +16,7 @@ Checks, each with a stable id (:data:`CHECKS`):
 Reasons quote what was typed (a title, a place name, a roster ID that does not exist), so each
 quoted value and each whole reason goes through :func:`pipelines.privacy.scrub_text` and is
 cut short when built: a phone or ID number typed into a title never reaches the quality sheet.
+The other text columns (the record's id, the village code as typed) are masked too.
 
 Rows of the main table have ``repeat_index`` NA; rows of a repeat table carry the 1-based
 index of the entry, so a reviewer finds it in ODK Central or Kobo.
@@ -162,6 +163,12 @@ def check_forms(
     else:
         table = pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
     table["repeat_index"] = table["repeat_index"].astype("Int64")
+    for col in (
+        "instance_id",
+        "village_code",
+        "field",
+    ):  # typed too: a village code may be anything
+        table[col] = _masked(table[col])
     order = {c: i for i, c in enumerate(CHECKS)}
     table = (
         table.assign(_o=table["check"].map(order))
@@ -233,6 +240,13 @@ def _quote(value: object) -> str:
     """A typed value as quoted in a reason: masked, on one line, at most :data:`_MAX_QUOTE`."""
     text = " ".join(scrub_text(str(value)).split())
     return text if len(text) <= _MAX_QUOTE else text[: _MAX_QUOTE - 1] + "…"
+
+
+def _masked(values: pd.Series) -> pd.Series:
+    """A column of typed values masked, each distinct value once."""
+    codes, uniques = pd.factorize(values)
+    masked = np.array([scrub_text(u) if isinstance(u, str) else u for u in uniques] + [None], dtype=object)  # fmt: skip
+    return pd.Series(masked[codes], index=values.index, dtype=object)
 
 
 def _clean(reasons: Sequence[str]) -> list[str]:

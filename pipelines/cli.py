@@ -35,6 +35,10 @@ forms_app = typer.Typer(
     help="XLSForms: build, validate and list the field-check forms.", no_args_is_help=True
 )
 app.add_typer(forms_app, name="forms")
+quarantine_app = typer.Typer(
+    help="Records kept aside because they could not be read (隔离记录).", no_args_is_help=True
+)
+app.add_typer(quarantine_app, name="quarantine")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -60,6 +64,7 @@ def _settings(ctx: typer.Context, **options: object) -> Settings:
 @app.callback()
 def _root(ctx: typer.Context, data_dir: DataDir = None, config: Config = None) -> None:
     ctx.obj = {"options": {"data_dir": data_dir}, "config": config}
+    _RUN["data_dir"] = data_dir
 
 
 @forms_app.command("build")
@@ -178,6 +183,15 @@ class _PullBars:
             self.bars.update(task, total=1, completed=1)
         self.tasks[text] = self.bars.add_task(text, total=None, stats="")
 
+    def retry(self, notice) -> None:
+        """Say that a request is being retried, so a slow or dead server is not a silent wait."""
+        err.print(
+            f"第 {notice.attempt} 次重试… {notice.url}: {notice.problem}; retrying in "
+            f"{notice.wait_s:.1f} s ({notice.elapsed_s:.0f} s of {notice.give_up_s:.0f} s, "
+            "http_give_up_s)",
+            style="yellow", markup=False, highlight=False,
+        )  # fmt: skip
+
     def form(self, p) -> None:
         key = f"  {p.form_id}"
         if key not in self.tasks:
@@ -209,7 +223,7 @@ def pull(
 
     s = _settings(ctx, source=source)
     with _PullBars() as bars:
-        report = run_pull(s, s.source, form, path, bars.form)
+        report = run_pull(s, s.source, form, path, bars.form, on_retry=bars.retry)
     table = Table(
         "form",
         "new",
@@ -234,10 +248,61 @@ def pull(
     table.add_row(*(Text(str(c)) for c in ("total", report.new, report.updated, report.deleted,
                                             report.quarantined, report.attachments, f"{report.seconds:.1f}")), style="bold")  # fmt: skip
     out.print(table)
-    for e in report.errors:
-        err.print(f"error: {e}", markup=False, highlight=False)
+    _print_pull_notes(report)
     if report.errors:
         raise typer.Exit(1)
+
+
+def _print_pull_notes(report) -> None:
+    """Warnings, then each record quarantined by this pull with its reason, then errors."""
+    for f in report.forms:
+        for w in f.warnings:
+            err.print(
+                f"warning: {f.form_id}: {_line(w)}", style="yellow", markup=False, highlight=False
+            )
+        for q in f.quarantined_items:
+            err.print(
+                f"quarantined: {q.form_id} {q.item_key()}: {_line(q.reason)}",
+                style="yellow", markup=False, highlight=False,
+            )  # fmt: skip
+    if report.quarantined:
+        err.print(
+            f"{report.quarantined} record(s) quarantined, nothing lost: fix them at the source and "
+            "pull again; `manyi quarantine list` shows them later",
+            markup=False, highlight=False,
+        )  # fmt: skip
+    for e in report.errors:
+        err.print(f"error: {_line(e)}", markup=False, highlight=False)
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    ctx: typer.Context,
+    form: Annotated[str | None, typer.Option("--form", help="Only this form id.")] = None,
+) -> None:
+    """List the records kept aside because they could not be read, with the reason for each."""
+    from pipelines.store import open_store
+
+    s = _settings(ctx)
+    if not s.store_path.exists():
+        out.print("0 record(s) in quarantine (no store yet)", highlight=False)
+        return
+    with open_store(s, read_only=True) as store:
+        items = store.quarantine(form_id=form)
+    for q in items:  # one line each: long reasons stay whole and greppable
+        out.print(
+            f"{q.form_id} {q.key} ({q.source}, first seen {_shanghai(q.first_seen_at)} 北京时间, "
+            f"tried {q.tries}×): {_line(q.reason)}",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    out.print(f"{len(items)} record(s) in quarantine", highlight=False)
+
+
+def _shanghai(utc: str | None) -> str:
+    if not utc:
+        return ""
+    moment = datetime.fromisoformat(utc.replace("Z", "+00:00"))
+    return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
 
 
 def _as_of(value: str | None) -> date:
@@ -353,6 +418,9 @@ def _scrub(text: str) -> str:
     return scrub(text, secrets)
 
 
+# What this run was told, for the crash log's folder (set before any command runs).
+_RUN: dict[str, Path | None] = {}
+
 # Environment variables whose values never reach the terminal or a crash log.
 _SECRET_ENV = ("MANYI_CENTRAL_PASSWORD", "MANYI_KOBO_TOKEN", "MANYI_TIANDITU_KEY")
 
@@ -361,10 +429,8 @@ def _crash_log(error: BaseException) -> Path | None:
     """Keep the traceback of an unexpected error in a file, scrubbed, for a bug report."""
     stamp = datetime.now(SHANGHAI).strftime("%Y%m%d-%H%M%S")
     text = _scrub("".join(traceback.format_exception(error)))
-    for folder in (
-        Path(os.environ.get("MANYI_DATA_DIR", "data")) / "logs",
-        Path(tempfile.gettempdir()),
-    ):
+    data_dir = _RUN.get("data_dir") or Path(os.environ.get("MANYI_DATA_DIR", "data"))
+    for folder in (Path(data_dir) / "logs", Path(tempfile.gettempdir())):
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"manyi-crash-{stamp}.log"

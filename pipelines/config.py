@@ -1,7 +1,9 @@
 """Settings, resolved in a fixed order: option, then ``MANYI_*`` environment, then
 ``manyi.toml``, then the built-in defaults below.
 
-Secrets are held in :class:`Secret` so they never show in ``repr``, logs or tracebacks.
+Secrets are held in :class:`Secret` so they never show in ``repr``, logs or tracebacks, and
+no :class:`ConfigError` echoes one: a server URL holding ``user:password@`` is refused, and
+every message quoting a value is scrubbed (:func:`pipelines.errors.scrub`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, scrub
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("demo", "central", "kobo", "files")
@@ -65,6 +68,7 @@ class Settings:
     rosters_dir: Path | None = None  # real rosters; None means <data_dir>/rosters
     central_page_size: int = 5000  # OData $top: each page costs Central ~0.2 s, so page big
     kobo_page_size: int = 1000  # kpi caps `limit` at 1000
+    http_give_up_s: float = 300.0  # stop retrying one request to a server after this long
     central_url: str | None = None
     central_user: str | None = None
     central_password: Secret | None = field(default=None, repr=False)
@@ -76,6 +80,12 @@ class Settings:
     origins: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        try:
+            self._validate()
+        except ConfigError as e:  # a password typed into the wrong setting is not echoed
+            raise ConfigError(scrub(str(e), self._secret_values())) from None
+
+    def _validate(self) -> None:
         if self.source not in SOURCES:
             raise ConfigError(
                 f"source '{self.source}' is unknown ({self._origin('source')}); "
@@ -98,10 +108,29 @@ class Settings:
             raise ConfigError(
                 f"kobo_page_size {self.kobo_page_size} must be 1–1000, kpi caps limit at 1000 ({self._origin('kobo_page_size')})"
             )
+        if not (math.isfinite(self.http_give_up_s) and self.http_give_up_s > 0):
+            raise ConfigError(
+                f"http_give_up_s must be a positive number of seconds, got {self.http_give_up_s} ({self._origin('http_give_up_s')})"
+            )
+        if self.central_url:
+            check_server_url(
+                "central_url",
+                self.central_url,
+                self._origin("central_url"),
+                "MANYI_CENTRAL_USER and MANYI_CENTRAL_PASSWORD",
+            )
+        if self.kobo_url:
+            check_server_url(
+                "kobo_url", self.kobo_url, self._origin("kobo_url"), "MANYI_KOBO_TOKEN"
+            )
         if not (math.isfinite(self.gps_accuracy_m) and self.gps_accuracy_m > 0):
             raise ConfigError(
                 f"gps_accuracy_m must be a positive number of metres, got {self.gps_accuracy_m} ({self._origin('gps_accuracy_m')})"
             )
+
+    def _secret_values(self) -> tuple[str, ...]:
+        held = (self.central_password, self.kobo_token, self.tianditu_key)
+        return tuple(s.get() for s in held if s)
 
     def _origin(self, name: str) -> str:
         return self.origins.get(name, "the built-in default")
@@ -116,6 +145,33 @@ class Settings:
 
 
 _SECRETS = {"central_password", "kobo_token", "tianditu_key"}
+
+
+def check_server_url(name: str, url: str, origin: str, credentials: str) -> None:
+    """Refuse a server URL that is not http(s)://host[:port][/path], or that holds user
+    info: ``user:password@`` would be printed with the URL, so credentials go in
+    ``credentials`` (environment variables) instead. The message never shows them."""
+    scheme, sep, rest = url.partition("://")
+    # anywhere, not only before the path: a password may hold / ? or #, and a server's
+    # base URL has no other use for @
+    if sep and "@" in rest:
+        shown = f"{scheme}://***@{rest.rsplit('@', 1)[1].split('/', 1)[0]}/…"
+        raise ConfigError(
+            f"{name} {shown} ({origin}) holds a user name or password; remove them from the "
+            f"URL and set {credentials} in the environment instead"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{name} {scrub(url)!r} ({origin}) is not a server URL; write it like "
+            "https://central.example.org"
+        )
+
+
 _PATHS = {
     "villages",
     "boundaries",
@@ -146,11 +202,12 @@ def _coerce(name: str, value: Any, base: Path | None, origin: str) -> Any:
             "kobo_page_size",
         ):
             return int(value)
-        if name == "gps_accuracy_m":
+        if name in ("gps_accuracy_m", "http_give_up_s"):
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} = {value!r} ({origin}) is not a valid {kind}") from None
+        shown = scrub(repr(value))[:80]  # the value may be a password pasted in the wrong place
+        raise ConfigError(f"{name} = {shown} ({origin}) is not a valid {kind}") from None
 
 
 def find_config_file(explicit: Path | None = None, env: Mapping[str, str] | None = None) -> Path:
@@ -170,6 +227,18 @@ def load_settings(
 ) -> Settings:
     """Resolve settings: ``options`` > ``env`` (MANYI_*) > ``manyi.toml`` > defaults."""
     env = os.environ if env is None else env
+    try:
+        return _resolve(options, env, config_file)
+    except ConfigError as e:  # a secret pasted into another setting is not echoed
+        given = [env.get(f"MANYI_{k.upper()}") for k in _SECRETS]
+        given += [(options or {}).get(k) for k in _SECRETS]
+        texts = tuple(v.get() if isinstance(v, Secret) else str(v) for v in given if v)
+        raise ConfigError(scrub(str(e), texts)) from None
+
+
+def _resolve(
+    options: Mapping[str, Any] | None, env: Mapping[str, str], config_file: Path | None
+) -> Settings:
     path = find_config_file(config_file, env)
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}

@@ -7,7 +7,81 @@ for these.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from urllib.parse import quote, quote_plus
+
+_HIDDEN = "***"  # what a scrubbed secret becomes
+# Names whose values are secret: in a query or form (``token=…``), a cookie, or JSON.
+_SECRET_NAME = re.compile(
+    r"token|password|passwd|secret|session|sessid|csrf|api_?key|^key$|^sig(?:nature)?$|^auth$"
+    r"|^__host-|^__secure-",
+    re.IGNORECASE,
+)
+# Every pattern starts at a literal or at the start of a run and never rescans a run, so a
+# hostile megabyte of ``a.a.a.`` or ``a://a://`` costs linear time, not minutes.
+_URL_RUN = re.compile(r"(://)(\S+)")  # a URL's user info is in its run, to the last @
+_NAME_VALUE = re.compile(r"(?<![\w.-])([\w.-]+=)([^&\s\"',;#}]+)")
+_JSON_MEMBER = re.compile(r"(\"([\w.-]+)\"\s*:\s*\")((?:[^\"\\]|\\.)*)")
+_SHAPES = tuple(
+    (re.compile(p, flags), repl)
+    for p, flags, repl in (
+        # Central app-user URLs carry their token in the path
+        (r"(/key/)[^/\s?#\"']+", 0, r"\1***"),
+        # Authorization / Proxy-Authorization headers, as text, repr or JSON, any scheme
+        (
+            r"(\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?"
+            r"(?:(?:bearer|token|basic|digest|negotiate|ntlm|hawk|apikey)\s+)?)[^\s\"',;}]+",
+            re.IGNORECASE,
+            r"\1***",
+        ),
+        # Cookie / Set-Cookie headers: the whole value to the end of the line or quote
+        # (once scrubbed, only the *** itself, so the advice after it in a message stays)
+        (
+            r"(\b(?:set-)?cookie[\"']?\s*[:=]\s*[\"']?)(?:\*\*\*|[^\r\n\"']+)",
+            re.IGNORECASE,
+            r"\1***",
+        ),
+        # a bare bearer token anywhere
+        (r"(\bbearer\s+)[^\s\"',;}]+", re.IGNORECASE, r"\1***"),
+        # bare `Token <key>` / `Basic <b64>` as kpi and HTTP write them: long or with a digit,
+        # so "Token expired" or "Basic information" stay readable
+        (r"(\b(?:Token|Basic)\s+)(?=[^\s\"',;}]{16}|[^\s\"',;}]*\d)[^\s\"',;}]+", 0, r"\1***"),
+    )
+)
+
+
+def _user_info(m: re.Match[str]) -> str:
+    run = m[2]
+    # a password may hold @ / ? or #; a path with an @ loses its start too: the safe side
+    return m[1] + (f"{_HIDDEN}@{run.rpartition('@')[2]}" if "@" in run else run)
+
+
+def _name_value(m: re.Match[str]) -> str:
+    return m[1] + _HIDDEN if _SECRET_NAME.search(m[1][:-1]) else m[0]
+
+
+def _json_member(m: re.Match[str]) -> str:
+    return m[1] + _HIDDEN if _SECRET_NAME.search(m[2]) else m[0]
+
+
+def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` without credentials: URL user info, ``/key/<token>`` paths, secret query,
+    form and JSON values, ``Authorization``/``Cookie``/``Set-Cookie`` values, bearer tokens,
+    and each of ``secrets`` as written, URL-quoted or JSON-escaped. Safe to apply twice."""
+    for secret in secrets:
+        if secret:
+            variants = {secret, quote(secret, safe=""), quote_plus(secret)}
+            variants.add(json.dumps(secret, ensure_ascii=False)[1:-1])
+            variants.add(json.dumps(secret)[1:-1])
+            for v in sorted(variants, key=len, reverse=True):
+                text = text.replace(v, _HIDDEN)
+    text = _URL_RUN.sub(_user_info, text)
+    for pattern, repl in _SHAPES:
+        text = pattern.sub(repl, text)
+    text = _NAME_VALUE.sub(_name_value, text)
+    return _JSON_MEMBER.sub(_json_member, text)
 
 
 class ManyiError(Exception):
@@ -27,7 +101,31 @@ class DataError(ManyiError):
 
 
 class SourceError(ManyiError):
-    """A server (ODK Central, KoboToolbox) could not be reached, refused us, or misbehaved."""
+    """A server (ODK Central, KoboToolbox) could not be reached, refused us, or misbehaved.
+
+    ``str()`` is one line. Like pyodk's error, which keeps the response, it keeps what the
+    server said: ``url`` (credentials scrubbed), ``status`` (HTTP status, None when there was
+    no answer), ``code`` (Central's error code, e.g. ``"404.1"``) and ``detail`` (Central's
+    ``message``, kpi's ``detail`` or ``error``, cut short and scrubbed). The message and the
+    URL are scrubbed of anything shaped like a credential, and of ``secrets``, here, so no
+    caller can forget to.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        detail: str | None = None,
+        secrets: tuple[str, ...] = (),
+    ):
+        super().__init__(scrub(message, secrets))
+        self.url = scrub(url, secrets) if url else url
+        self.status = status
+        self.code = code
+        self.detail = scrub(detail, secrets) if detail else detail
 
 
 @dataclass(frozen=True)

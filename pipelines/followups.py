@@ -28,7 +28,9 @@ stores it) so the maps can link it; it is not shown in the lists.
 
 Personal data is masked when the item is made, so no later step can leak it: names become the
 surname plus ``*``, ID numbers 6 + ``********`` + 4, phones 3 + ``****`` + 4, and ID numbers or
-phones typed into free text are masked too (:func:`pipelines.privacy.scrub_text`).
+phones typed into free text are masked too: :func:`pipelines.privacy.scrub_text` goes over
+every text column of the items (all of :data:`COLUMNS` but the photo's file name), not a list
+of the columns known to hold free text, so a column added later is masked as well.
 """
 
 from __future__ import annotations
@@ -95,6 +97,9 @@ HEADERS = {
     "repeat_index": "条目序号",
 }
 OPEN, OVERDUE = "待整改", "已逾期"
+# Columns that are keys, not text: the photo's file name finds the stored attachment (it is
+# never shown; the maps link a copy named by its digest).
+_KEYS = frozenset({"photo"})
 TOWN_GROUP = "镇直"  # items with no village (roads, lighting)
 _MAX_TEXT = 300
 
@@ -171,8 +176,9 @@ def follow_ups(
     out["overdue_days"] = (limit - out["deadline"]).dt.days.where(late).astype("Int64")
     out["state"] = np.where(late, OVERDUE, OPEN)
     out["repeat_index"] = pd.to_numeric(out["repeat_index"], errors="coerce").astype("Int64")
-    for col in ("content", "subject", "subject_id"):
-        out[col] = out[col].map(_clean, na_action="ignore")
+    for col in COLUMNS:  # every text the item carries, whatever column it is in
+        if col not in _KEYS and out[col].dtype == object:
+            out[col] = out[col].map(_clean, na_action="ignore")
     group_order = {f"第{g}组": g for g in range(1, 10)} | {TOWN_GROUP: 99}
     out = out.assign(_g=out["liaison_group"].map(group_order).fillna(98))
     out = out.sort_values(

@@ -37,7 +37,15 @@ from urllib.parse import urlencode
 
 import requests
 
-from pipelines._http import RetryPolicy, error_detail, fetch_file, json_body, request
+from pipelines._http import (
+    RetryPolicy,
+    error_detail,
+    fetch_file,
+    json_body,
+    quoted,
+    request,
+    response_error,
+)
 from pipelines.errors import ConfigError, SourceError
 from pipelines.records import (
     AttachmentRef,
@@ -88,7 +96,7 @@ class KoboSource:
         self.aliases = dict(aliases or {})
         self.titles = dict(titles or {})
         self.base = settings.kobo_url.rstrip("/")
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or RetryPolicy.from_settings(settings)
         self.page_size = min(page_size or settings.kobo_page_size, MAX_LIMIT)
         self._token = settings.kobo_token.get()
         self.session = requests.Session()
@@ -411,7 +419,7 @@ class KoboSource:
         )
         task = self._json(resp, ("uid",))
         url = f"{self.base}/api/v2/imports/{task['uid']}/"
-        started, wait = time.monotonic(), self.policy.base_delay
+        started, attempt = time.monotonic(), 0
         while True:
             body = self._json(self._get(url))
             status, messages = body.get("status"), body.get("messages") or {}
@@ -427,19 +435,28 @@ class KoboSource:
                     "project; find it in KoboToolbox, then publish again"
                 )
             if status == "error":
+                said = messages.get("error", body)
+                said = said if isinstance(said, str) else json.dumps(said, ensure_ascii=False)
                 raise SourceError(
                     f"KoboToolbox could not import {form_id} ({xlsx.name}): "
-                    f"{messages.get('error_type', 'error')}: {messages.get('error', body)}; "
-                    "fix the form, build and publish again"
+                    f"{quoted(str(messages.get('error_type', 'error')), limit=60)}: "
+                    f"{quoted(said, (self._token,))}; fix the form, build and publish again",
+                    url=url,
+                    detail=quoted(said, (self._token,)),
+                    secrets=(self._token,),
                 )
-            if time.monotonic() - started + wait > self.policy.max_seconds:
+            attempt += 1
+            state = quoted(str(status), limit=40)
+            problem = f"import still {state!r}"
+            if not self.policy.pause(started, attempt, url, problem, secrets=(self._token,)):
                 raise SourceError(
                     f"KoboToolbox was still importing {form_id} after "
-                    f"{time.monotonic() - started:.0f} s (status {status!r}, {url}); "
-                    "publish again later"
+                    f"{time.monotonic() - started:.0f} s (status {state!r}, {url}); publish "
+                    "again later, or wait longer with http_give_up_s (now "
+                    f"{self.policy.max_seconds:g} s)",
+                    url=url,
+                    secrets=(self._token,),
                 )
-            time.sleep(wait)
-            wait = min(self.policy.max_delay, wait * 2)
 
     def _asset_files(self, uid: str) -> dict[str, tuple[str, str]]:
         """The project's form media: file name → (file uid, ``md5:<hex>``)."""
@@ -481,9 +498,11 @@ class KoboSource:
                 idempotent=False,
             )
             if resp.status_code == 400:
-                raise SourceError(
-                    f"KoboToolbox refused {name} for {form_id}: {error_detail(resp)}; "
-                    "fix the file, build and publish again"
+                raise response_error(
+                    resp,
+                    f"KoboToolbox refused {name} for {form_id}: "
+                    f"{error_detail(resp, (self._token,))}; fix the file, build and publish again",
+                    (self._token,),
                 )
 
     def _deploy(self, form_id: str, uid: str) -> str | None:
@@ -502,9 +521,11 @@ class KoboSource:
                 ok=(400,),
             )
         if resp.status_code == 400:
-            raise SourceError(
+            raise response_error(
+                resp,
                 f"KoboToolbox refused to deploy {form_id} (project {uid}): "
-                f"{error_detail(resp)}; fix the form, build and publish again"
+                f"{error_detail(resp, (self._token,))}; fix the form, build and publish again",
+                (self._token,),
             )
         return self._json(resp).get("version_id")
 

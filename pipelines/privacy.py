@@ -1,16 +1,40 @@
-"""Masking of personal data for every output (section 6 of issue 5).
+"""Masking of personal data for every output (section 6 of issue 5, issue 9).
 
 - ID numbers: first 6 + ``********`` + last 4 (``370481********123X``);
 - phones: first 3 + ``****`` + last 4 (``138****5678``);
 - names: the surname plus ``*`` (``张*``; two-character compound surnames such as 欧阳 kept).
 
-The ``mask_*`` functions take one value; :func:`mask_series` works on a whole column, and
-:func:`scrub_text` masks any ID number or mobile number found inside free text.
+The ``mask_*`` functions take one value; :func:`mask_series` works on a whole column.
+:func:`scrub_text` is *the* masker of free text: every ID number or mobile number found
+inside a note, a title or a reason is masked, however it was typed. :func:`find_unmasked` is
+the scanner the tests run over every output file; it is deliberately wider than the masker.
+
+How a number is read, by both: the text is first *folded* character by character (full-width
+and other Unicode digits to ``0-9``, ``Ｘ`` to ``X``, ``＋`` to ``+``, every space, dash, dot
+and slash to one of `` -./``), so positions in the folded text are positions in the typed
+text and everything but the masked digits comes out as it was typed. Then a *run* is digits
+joined by short clusters of separators (``370481 1990-0101 1234``); its *groups* are the
+digit strings between separators. A number is some consecutive whole groups of a run (a
+group is never cut: ``138123456789`` is no phone), tried from the left:
+
+- a mobile: ``1[3-9]`` + 9 digits, after an optional ``86`` / ``0086`` prefix (a ``+`` is
+  kept as typed, the prefix's digits too);
+- an ID number: 18 digits (the last may be ``X``/``x``) or the old 15, not starting with 0.
+
+Where both fit, the mobile wins (``13812345678 2023`` is a phone and a year). What is not a
+number of anyone: a *decimal* (a lone bare ``.`` between digits; digits after it never start
+a number, so coordinates pass), a *date* (``2023-05-01``: never cut, and held whole only as
+an ID number's birth date or a mobile's last 8 digits), a uuid or a hex digest (left alone).
+Each run is read in time linear in its length, so a hostile 1 MB note costs about a second.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import pandas as pd
@@ -39,71 +63,243 @@ COMPOUND_SURNAMES = frozenset(
         "钟离",
     ]
 )
-# Separators people type inside a number: spaces, hyphens and dashes (ASCII and full-width).
-_SEP = "[ \\t\\u3000\\-\\u2010-\\u2015\\uff0d]"
-# Not a number of anyone: the digits after "digit." (the fraction of a decimal such as a
-# coordinate, 35.16394660492) never start one.
-_NOT_FRACTION = r"(?<!\d)(?<!\d\.)"
-# The masker (scrub_text). ID numbers: 18 digits (the last may be X) or the old 15 digits, never
-# part of a longer number. Mobiles: an optional +86 / 0086 / 86, then 3-4-4 digits, with or
-# without separators between the groups.
-ID_RE = re.compile(
-    rf"{_NOT_FRACTION}(\d{{6}})(?:\d{{8}}(\d{{3}}[\dXx])|\d{{5}}(\d{{4}}))(?![\dXx])"
+
+# --- folding: one character for one, so a position in the folded text is one in the typed --
+_SPACES = " \t\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"  # fmt: skip
+_DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+_DOTS = ".\u00b7\u2024\u2027\u30fb\u3002\uff0e\uff61"  # incl. full-width ． and 。
+_SLASHES = "/\u2044\u2215\uff0f"
+_FOLD = str.maketrans(
+    {
+        **dict.fromkeys(_SPACES, " "),
+        **dict.fromkeys(_DASHES, "-"),
+        **dict.fromkeys(_DOTS, "."),
+        **dict.fromkeys(_SLASHES, "/"),
+        "\uff38": "X",
+        "\uff58": "x",
+        "\uff0b": "+",
+        "\ufe62": "+",
+        "\uff3f": "_",
+        "\uff08": "(",
+        "\uff09": ")",
+        "\uff5e": "~",
+        "\u301c": "~",
+    }
 )
-PHONE_RE = re.compile(
-    rf"{_NOT_FRACTION}((?:\+|00)?86{_SEP}?)?(1[3-9]\d){_SEP}?\d{{4}}{_SEP}?(\d{{4}})(?!\d)"
-)
-# The output scanner (find_unmasked) is deliberately wider than the masker, so a scan of the
-# outputs catches what the masker missed: a separator between any two digits, and any run of
-# 15 to 18 digits (the last may be X) counts as an ID number.
-_SCAN_PHONE = re.compile(
-    rf"{_NOT_FRACTION}(?:(?:\+|00)?86{_SEP}?)?"  # the prefix, then 11 digits
-    rf"1{_SEP}?[3-9](?:{_SEP}?\d){{9}}(?!\d)"
-)
-_SCAN_ID = re.compile(rf"{_NOT_FRACTION}\d(?:{_SEP}?\d){{13,16}}{_SEP}?[\dXx](?![\dXx])")
+_WIDE_DIGIT = re.compile(r"(?![0-9])\d")  # full-width ０-９ and every other script's digits
+
+
+def _fold(text: str) -> str:
+    text = text.translate(_FOLD)
+    if text.isascii():
+        return text
+    return _WIDE_DIGIT.sub(lambda m: str(unicodedata.decimal(m.group(0), 0)), text)
+
+
 # Tokens whose digits are no one's number: uuids (submission ids) and hex digests (photo file
-# names); neither the masker nor the scanner looks inside them. The scanner also skips ISO
-# dates, so two dates side by side ("2023-05-01 2023-05-31") are not one long number.
-_OPAQUE = (
+# names). Neither the masker nor the scanner looks inside them.
+_OPAQUE = re.compile(
+    r"(?<![0-9A-Za-z])(?:"
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    r"|(?=[0-9]*[a-fA-F])[0-9a-fA-F]{32,}"
+    r"|(?=[0-9]*[a-fA-F])[0-9a-fA-F]{32,})(?![0-9A-Za-z])"
 )
-_MASK_SKIP = re.compile(rf"(?<![0-9A-Za-z])(?:{_OPAQUE})(?![0-9A-Za-z])")
-_SCAN_SKIP = re.compile(
-    rf"(?<![0-9A-Za-z])(?:{_OPAQUE})(?![0-9A-Za-z])"
-    r"|(?<![\d.-])(?:19|20)\d\d-[01]\d-[0-3]\d(?![\d-])"
-)
+_GROUP = re.compile(r"[0-9]+[Xx]?")
+_PHONE = re.compile(r"(0086|86)?1[3-9][0-9]{9}")
+
+
+@dataclass(frozen=True)
+class _Number:
+    """A personal number found in a text: ``text[start:end]`` as typed."""
+
+    start: int
+    end: int
+    digits: str  # folded: ASCII digits, the last maybe X/x
+    kind: str  # "id" or "phone"
+    prefix: int = 0  # digits of a 86 / 0086 prefix (phones)
+    own: int = 0  # where the phone's own 11 digits start in the text
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One run of digit groups (folded text from ``offset``), read as :class:`_Number`\\ s."""
+
+    text: str
+    offset: int
+    groups: list[tuple[int, int]]
+
+    def seps(self) -> list[str]:
+        return [self.text[a[1] : b[0]] for a, b in pairwise(self.groups)]
+
+
+class _Reader:
+    """Finds ID numbers and mobiles: ``seps`` may join digits, in clusters of up to
+    ``longest``; ``id_number`` is what an ID number's digits must match, ``start`` what any
+    number's first digits must."""
+
+    def __init__(self, seps: str, longest: int, id_number: str, start: str) -> None:
+        sep = f"[{re.escape(seps)}]{{1,{longest}}}"
+        self._start = re.compile(start)  # how any number begins: a quick no for most digits
+        self._run = re.compile(rf"[0-9](?:[0-9]|{sep}(?=[0-9]))*(?:[Xx](?![A-Za-z0-9]))?")
+        self._id = re.compile(id_number)
+        self._lengths = (11, 13, 14, 15, 16, 17, 18)
+
+    def numbers(self, text: str) -> list[_Number]:
+        folded = _OPAQUE.sub(lambda m: "#" * len(m.group(0)), _fold(text))
+        found: list[_Number] = []
+        for m in self._run.finditer(folded):
+            if m.end() - m.start() >= 11:  # shorter runs hold no number of anyone
+                groups = [(g.start(), g.end()) for g in _GROUP.finditer(m.group(0))]
+                found += self._read(_Run(m.group(0), m.start(), groups))
+        return found
+
+    def _read(self, run: _Run) -> list[_Number]:
+        seps = run.seps()
+        digits = [run.text[a:b] for a, b in run.groups]
+        points = sorted(_decimal_points(seps))
+        dates = _dates(digits, seps)
+        cum = [0]
+        for d in digits:
+            cum.append(cum[-1] + len(d))
+        at = {c: k for k, c in enumerate(cum)}  # digits so far -> index of the next group
+        out: list[_Number] = []
+        i, n = 0, len(digits)
+        while i < n:
+            k = bisect_left(points, i)  # the first decimal point at or after group i
+            stop = points[k] if k < len(points) else n  # a number never crosses it
+            best = None if stop == i else self._at(i, digits, cum, at, stop, dates)
+            if best is None:
+                i += 1
+                continue
+            j, kind, number = best
+            prefix = len(number) - 11 if kind == "phone" else 0
+            out.append(
+                _Number(
+                    run.offset + run.groups[i][0],
+                    run.offset + run.groups[j][1],
+                    number,
+                    kind,
+                    prefix,
+                    run.offset + _position(run, digits, i, prefix),
+                )
+            )
+            i = j + 1
+        return out
+
+    def _at(self, i: int, digits: list[str], cum: list[int], at: dict[int, int], stop: int, dates: list[int]) -> tuple[int, str, str] | None:  # fmt: skip
+        """The number starting at group ``i`` and ending before group ``stop``: a phone if
+        one fits, else the longest ID number."""
+        best = None
+        ahead = "".join(digits[i : i + 18])  # the digits any number starting here can have
+        if not self._start.match(ahead):
+            return None
+        for length in self._lengths:
+            end = at.get(cum[i] + length)
+            if end is None or end > stop:
+                continue
+            j = end - 1
+            number = ahead[:length]
+            if _PHONE.fullmatch(number):
+                if _spares_dates(i, j, cum, dates, len(number) - 8):
+                    return j, "phone", number
+            elif self._id.fullmatch(number) and _spares_dates(i, j, cum, dates, 6 if len(number) == 18 else None):  # fmt: skip
+                best = (j, "id", number)
+        return best
+
+
+def _decimal_points(seps: list[str]) -> set[int]:
+    """Groups that follow a decimal point. A bare "." is one (35.1639, 13812345678.0) unless
+    the digits it joins, up to the next other separator, hold several (138.1234.5678,
+    2023.05.01): "35.163946 117.138123" is two decimals, "+86 138.1234.5678" one phone."""
+    points: set[int] = set()
+    word: list[int] = []  # the bare dots of the current dotted word
+    for k, s in enumerate([*seps, " "]):
+        if s == ".":
+            word.append(k + 1)
+            continue
+        if len(word) == 1:
+            points.update(word)
+        word = []
+    return points
+
+
+def _dates(digits: list[str], seps: list[str]) -> list[int]:
+    """Index of the first group of each date (YYYY-MM-DD, / or . alike) in a run."""
+    found = []
+    for k in range(len(digits) - 2):
+        y, m, d = digits[k : k + 3]
+        if (
+            len(y) == 4
+            and 1 <= len(m) <= 2
+            and 1 <= len(d) <= 2
+            and seps[k] == seps[k + 1]
+            and seps[k] in ("-", "/", ".")
+            and y[:2] in ("19", "20")
+            and 1 <= int(m) <= 12
+            and 1 <= int(d) <= 31
+        ):
+            found.append(k)
+    return found
+
+
+def _spares_dates(i: int, j: int, cum: list[int], dates: list[int], at: int | None) -> bool:
+    """A number never cuts a date, and holds at most one whole, ``at`` digits in: an ID
+    number's birth date (6), or a mobile's last 8 digits typed like one (138.2023.05.01)."""
+    touched = dates[bisect_left(dates, i - 2) : bisect_right(dates, j)]  # dates are sorted
+    if not touched:
+        return True
+    k = touched[0]
+    return len(touched) == 1 and at is not None and i < k and k + 2 <= j and cum[k] - cum[i] == at
+
+
+def _position(run: _Run, digits: list[str], i: int, skip: int) -> int:
+    """Index in ``run.text`` of the digit ``skip`` digits into the number starting at ``i``."""
+    for k in range(i, len(digits)):
+        if skip < len(digits[k]):
+            return run.groups[k][0] + skip
+        skip -= len(digits[k])
+    return run.groups[-1][1]
+
+
+# The masker: spaces, dashes, dots, slashes, up to 3 in a row (" - "). ID numbers: 18 or 15
+# digits, not starting with 0. The scanner adds _()~, runs of up to 6, and any 15 to 18 digits.
+_MASKER = _Reader(" -./", 3, r"[1-9][0-9]{16}[0-9Xx]|[1-9][0-9]{14}", r"[1-9]|0086")
+_SCANNER = _Reader(" -./_()~", 6, r"[0-9]{14,17}[0-9Xx]", r"[0-9]")
 
 
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value) or value is pd.NA
 
 
+_SEPARATORS = re.compile(r"[\s\-./_()~]")
+
+
 def mask_id_number(value: Any) -> Any:
     """``370481199001011234`` -> ``370481********1234``. Blank stays blank.
 
-    Anything that is not 15 or 18 characters is masked entirely: a malformed number is still
-    personal data.
+    Separators and full-width digits are read through (``370481 19900101 1234`` is masked
+    alike). Anything that is not 15 or 18 characters then is masked entirely: a malformed
+    number is still personal data.
     """
     if _blank(value):
         return value
     text = str(value).strip()
     if not text:
         return text
-    if len(text) in (15, 18):
-        return text[:6] + "********" + text[-4:]
+    compact = _SEPARATORS.sub("", _fold(text))
+    if len(compact) in (15, 18):
+        return compact[:6] + "********" + compact[-4:]
     return "*" * len(text)
 
 
 def mask_phone(value: Any) -> Any:
-    """``13812345678`` -> ``138****5678``; separators and a ``+86``/``0086``/``86`` prefix are
-    dropped first."""
+    """``13812345678`` -> ``138****5678``; separators, full-width digits and a
+    ``+86``/``0086``/``86`` prefix are dropped first."""
     if _blank(value):
         return value
-    text = re.sub(rf"\s|{_SEP}", "", str(value))
+    text = _SEPARATORS.sub("", _fold(str(value)))
     if not text:
         return text
-    text = re.sub(r"^((?:\+|00)?86)(?=1\d{10}$)", "", text)
+    text = re.sub(r"^(?:\+?86|0086)(?=1[0-9]{10}$)", "", text)
     if len(text) >= 7:
         return text[:3] + "****" + text[-4:]
     return "*" * len(text)
@@ -130,34 +326,36 @@ def mask_series(series: pd.Series, kind: str) -> pd.Series:
 
 def scrub_text(text: str) -> str:
     """Mask ID numbers and mobile numbers wherever they appear in free text (a suggestion, a
-    note), so a number typed into a comment does not slip into a list.
+    note, a title), however typed: ``电话+86 138.1234.5678`` -> ``电话+86 138****5678``,
+    ``３７０４８１－１９９０－０１０１－１２３４`` -> ``370481********1234``.
 
-    ``电话+86 138-1234-5678`` -> ``电话+86 138****5678``; an old 15-digit ID number keeps its
-    first 6 and last 4 like an 18-digit one.
+    Everything else is left exactly as typed: the prefix of a phone, the text around, uuids,
+    coordinates and dates. See the module docstring for how a number is read.
     """
+    found = _MASKER.numbers(text)
+    if not found:
+        return text
     out, last = [], 0
-    for m in _MASK_SKIP.finditer(text):  # a uuid or digest is copied as it is
-        out += [_scrub(text[last : m.start()]), m.group(0)]
-        last = m.end()
-    return "".join([*out, _scrub(text[last:])])
-
-
-def _scrub(text: str) -> str:
-    text = ID_RE.sub(lambda m: m.group(1) + "********" + (m.group(2) or m.group(3)), text)
-    return PHONE_RE.sub(lambda m: (m.group(1) or "") + m.group(2) + "****" + m.group(3), text)
+    for n in found:
+        if n.kind == "id":
+            masked = n.digits[:6] + "********" + n.digits[-4:]
+        else:
+            own = n.digits[n.prefix :]
+            masked = text[n.start : n.own] + own[:3] + "****" + own[-4:]
+        out += [text[last : n.start], masked]
+        last = n.end
+    return "".join([*out, text[last:]])
 
 
 def find_unmasked(text: str) -> list[str]:
-    """ID numbers and mobile numbers left in ``text``, for scanning output files.
+    """ID numbers and mobile numbers left in ``text`` as typed, ID numbers first, for
+    scanning output files.
 
-    Wider than :func:`scrub_text` on purpose (see ``_SCAN_PHONE``): a number the masker
-    missed is still found here. Decimal fractions (coordinates), uuids and hex digests are not
-    numbers of anyone and are skipped, as are ISO dates.
+    Wider than :func:`scrub_text` on purpose, so a number the masker missed is still found:
+    ``_()~`` separate digits too, separators may come six in a row, and any 15 to 18 digits
+    count as an ID number. Decimal fractions (coordinates), dates, uuids and hex digests are
+    not numbers of anyone, and neither are the masked forms.
     """
-    text = _SCAN_SKIP.sub("#", text)
-    ids = list(_SCAN_ID.finditer(text))
-    phones = [  # a mobile-like run inside an ID number is that ID number
-        m for m in _SCAN_PHONE.finditer(text)
-        if not any(i.start() <= m.start() < i.end() for i in ids)
-    ]  # fmt: skip
-    return list(dict.fromkeys(m.group(0) for m in [*ids, *phones]))
+    found = _SCANNER.numbers(text)
+    ordered = [n for n in found if n.kind == "id"] + [n for n in found if n.kind == "phone"]
+    return list(dict.fromkeys(text[n.start : n.end] for n in ordered))

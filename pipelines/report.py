@@ -24,19 +24,30 @@ roster forms (people's homes, 低保) are never linked on a map.
 
 Privacy: the public edition is built from aggregates only (no follow-up item, no free text,
 no roster field reaches it). Internal outputs carry the follow-up items, already masked when
-they were made. HTML is rendered by Jinja2 with autoescape on; XLSX cells are written as text,
-never as formulas, and CSV cells that a spreadsheet would run as a formula get a leading ``'``.
-Before any data exists the report still renders, saying 暂无数据.
+they were made, and every text any output shows (each XLSX cell, CSV cell and ``{{ … }}`` of
+the HTML) goes once more through the one masker on its way out (:func:`_shown`), whichever
+column it is in. HTML is rendered by Jinja2 with autoescape on; XLSX cells are written as
+text, never as formulas, and CSV cells that a spreadsheet would run as a formula get a
+leading ``'``. Before any data exists the report still renders, saying 暂无数据.
+
+The data-quality sheets list the store's quarantined records (隔离记录: form, source, id,
+reason; never the raw text). An as-of date outside the plan year is noted in the report and
+the warnings; a configured ``rosters_dir`` that does not exist, or a disk that cannot take
+the files (full, read-only, no permission), is one :class:`DataError` naming the path.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import re
 import shutil
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -59,6 +70,7 @@ from geo.roads import SEGMENTS
 from geo.villages import Village, load_villages
 from pipelines import followups as fu
 from pipelines.checks import CHECKS, Checks, check_forms
+from pipelines.errors import DataError
 from pipelines.indicators import (
     DONE,
     LAGGING,
@@ -68,7 +80,8 @@ from pipelines.indicators import (
     compute_progress,
     latest_rows,
 )
-from pipelines.plan import Indicator, Plan, load_plan
+from pipelines.plan import Indicator, Plan, check_against_forms, load_plan
+from pipelines.privacy import scrub_text
 from pipelines.rosters import COLUMNS as ROSTER_COLUMNS
 from pipelines.rosters import Rosters, demo_rosters, load_rosters, validate_roster
 from pipelines.store import open_store
@@ -81,11 +94,33 @@ BEHIND = (LAGGING, OVERDUE)
 STATUS_COLOURS = {DONE: "#1a9850", ON_TRACK: "#66bd63", LAGGING: "#f46d43", OVERDUE: "#d73027"}
 XLSX_MAX_ROWS = 1_000_000  # Excel holds 1,048,576 rows a sheet; longer lists continue on another
 _TEMPLATES = Path(__file__).with_name("templates")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+@lru_cache(maxsize=1 << 14)  # the same village, kind or department text comes again and again
+def _shown(text: str) -> str:
+    """Every text an output shows, whichever column, sheet or section it is in, goes through
+    here: control characters dropped (no XLSX can hold them, and a NUL between digits would
+    hide a number from the masker), lone surrogates shown as U+FFFD (no UTF-8 file can hold
+    them), then every ID number and mobile masked by the one masker,
+    :func:`pipelines.privacy.scrub_text`."""
+    text = ILLEGAL_CHARACTERS_RE.sub("", _SURROGATES.sub("\ufffd", text))
+    return scrub_text(text)
+
+
+def _finalize(value: object) -> object:
+    # Jinja calls this on every {{ … }} before escaping; our own SVG (Markup) is left as built.
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return _shown(value)
+    return value
+
+
 _ENV = Environment(
     loader=FileSystemLoader(_TEMPLATES),
     autoescape=True,  # every user text is escaped; only our own SVG is marked safe
     trim_blocks=True,
     lstrip_blocks=True,
+    finalize=_finalize,
 )
 _CN_NUM = "一二三四五六七八九十"
 
@@ -106,6 +141,7 @@ class ReportResult:
     followups: pd.DataFrame  # :data:`pipelines.followups.COLUMNS`, masked
     warnings: tuple[str, ...] = ()
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+    quarantined: int = 0  # records in the store's quarantine (listed in the data-quality sheets)
 
     @property
     def empty(self) -> bool:
@@ -130,6 +166,7 @@ class _Data:
     notes: list[str]  # shown in both editions of the report
     warnings: list[str] = field(default_factory=list)  # for whoever runs the report
     photos: dict[tuple[str, str, str], _Photo] = field(default_factory=dict)
+    quarantine: pd.DataFrame = field(default_factory=lambda: _quarantine_frame([], {}))
 
 
 @dataclass(frozen=True)
@@ -144,13 +181,16 @@ def write_report(settings, as_of: date, out_dir: Path | None = None) -> ReportRe
     """Write every report output for ``as_of`` (see the module docstring for the layout).
 
     ``out_dir`` is the outputs root (default ``settings.outputs_dir``). Works on an empty or
-    missing store: every figure then says 暂无数据 and the lists are empty.
+    missing store: every figure then says 暂无数据 and the lists are empty. Raises
+    :class:`DataError` naming the path when a file cannot be written (a full disk, a
+    read-only folder) or the configured roster folder does not exist.
     """
     clock = _Clock()
     out_dir = Path(out_dir) if out_dir is not None else Path(settings.outputs_dir)
     data = _load(settings)
-    clock.lap("read_tidy")
     year = settings.plan_year
+    data.notes += _as_of_notes(as_of, year)
+    clock.lap("read_tidy")
     progress = compute_progress(
         data.plan, data.forms, as_of=as_of, year=year, villages=data.villages,
         rosters=data.rosters, town=settings.town,
@@ -176,13 +216,16 @@ def write_report(settings, as_of: date, out_dir: Path | None = None) -> ReportRe
     clock.lap("followups")
 
     report_dir = out_dir / as_of.isoformat()
-    report_dir.mkdir(parents=True, exist_ok=True)
+    with _writing(report_dir):
+        report_dir.mkdir(parents=True, exist_ok=True)
     month = f"{as_of:%Y-%m}"
     files: dict[str, Path] = {}
     for edition, label in EDITIONS.items():
         context = _dispatch_context(settings, data, as_of, progress, previous, items, checks, edition)  # fmt: skip
         html = report_dir / f"月调度通报_{month}_{label}.html"
-        html.write_text(_ENV.get_template("dispatch.html.j2").render(**context), encoding="utf-8")
+        page = _ENV.get_template("dispatch.html.j2").render(**context)
+        with _writing(html):
+            html.write_text(page, encoding="utf-8")
         xlsx = report_dir / f"月调度通报_{month}_{label}.xlsx"
         _dispatch_xlsx(context, xlsx)
         files[f"dispatch_{edition}_html"], files[f"dispatch_{edition}_xlsx"] = html, xlsx
@@ -190,18 +233,70 @@ def write_report(settings, as_of: date, out_dir: Path | None = None) -> ReportRe
     files["quality_xlsx"], files["quality_csv"] = _quality_files(checks, data, report_dir, as_of)
     clock.lap("write")
     findings = _map_findings(items)
-    findings["photo"] = _copy_photos(findings, data.photos, report_dir, as_of)
-    maps = draw_maps(
-        settings, out_dir, _map_progress(data, progress, items, year, as_of), findings,
-        boundaries=data.boundaries,
-    )  # fmt: skip
-    index = write_index(out_dir, title=f"{settings.town} 满意度提升工程")
+    with _writing(report_dir / "photos"):
+        findings["photo"] = _copy_photos(findings, data.photos, report_dir, as_of)
+    with _writing(out_dir / "maps"):
+        maps = draw_maps(
+            settings, out_dir, _map_progress(data, progress, items, year, as_of), findings,
+            boundaries=data.boundaries,
+        )  # fmt: skip
+    with _writing(out_dir / "index.html"):
+        index = write_index(out_dir, title=f"{settings.town} 满意度提升工程")
     clock.lap("maps")
     return ReportResult(
         as_of=as_of, out_dir=out_dir, report_dir=report_dir, files=files, index=index, maps=maps,
         submissions=sum(data.counts.values()), progress=progress, checks=checks,
         followups=items, warnings=tuple(data.notes + data.warnings), seconds=clock.laps,
+        quarantined=len(data.quarantine),
     )  # fmt: skip
+
+
+# What a failed write means, and what to do: (cause, advice).
+_DISK_ERRORS = {
+    errno.ENOSPC: ("no space left on the disk", "free some space and run the report again"),
+    errno.EDQUOT: ("the disk quota is used up", "free some space and run the report again"),
+    errno.EFBIG: ("the file is larger than this system allows (ulimit -f)", "raise the limit"),
+    errno.EROFS: ("the disk is read-only", "write the report to a writable folder"),
+    errno.EACCES: ("permission denied", "check the folder's permissions"),
+    errno.EPERM: ("permission denied", "check the folder's permissions"),
+}
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Every file the report writes is written inside this: a full disk, a read-only folder
+    or a permissions problem becomes one :class:`DataError` naming the path, and a file left
+    half-written is removed (an earlier run's complete file is better than a broken one)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _DISK_ERRORS:
+            raise
+        cause, advice = _DISK_ERRORS[e.errno]
+        where = Path(e.filename) if isinstance(e.filename, str) else path
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and where.is_file():
+            with suppress(OSError):
+                where.unlink()
+        raise DataError(
+            f"{where}: cannot write the report: {cause}; {advice}, or write it elsewhere "
+            "with --out DIR (or MANYI_OUTPUTS_DIR)"
+        ) from None
+
+
+def _as_of_notes(as_of: date, year: int) -> list[str]:
+    """A note (in the report, and printed by the CLI) when ``as_of`` is not in the plan year:
+    the figures then are not what whoever asked for that date expects."""
+    if as_of.year < year:
+        return [
+            f"统计截止日 {as_of:%Y-%m-%d} 早于计划年度 {year} 年：尚未计入任何提交，各项进度为 0 "
+            f"或{NO_DATA}。请核对 --as-of 日期或 plan_year 设置。"
+        ]
+    if as_of.year > year:
+        return [
+            f"统计截止日 {as_of:%Y-%m-%d} 晚于计划年度 {year} 年：进度只计 {year} 年内的提交（截至 "
+            f"{year}-12-31）。如需 {as_of.year} 年的通报，请把 plan_year 设为 {as_of.year}。"
+        ]
+    return []
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -236,9 +331,10 @@ def _load(settings) -> _Data:
     counts: dict[str, int] = {}
     warnings: list[str] = []
     photos: dict[tuple[str, str, str], _Photo] = {}
+    quarantine = _quarantine_frame([], {})
     store_path = Path(settings.store_path)
     if store_path.exists():  # never create a store just to find it empty
-        with open_store(settings) as store:
+        with open_store(settings, read_only=True) as store:
             for form_id in sorted(plan.forms()):
                 counts[form_id] = store.count(form_id)
                 if counts[form_id]:
@@ -247,11 +343,23 @@ def _load(settings) -> _Data:
                     warnings += _unknown_versions(forms[form_id], schemas)
             for form_id in sorted(_PHOTO_FORMS & set(forms)):
                 photos.update(_stored_photos(store, form_id))
+            titles = {fid: f.schema.title or fid for fid, f in forms.items()}
+            quarantine = _quarantine_frame(_quarantined(store), titles, Path(settings.build_dir))
+    # the plan must read fields the built forms have: figures from a missing field are wrong
+    columns: dict[str, list[str]] = {}
+    for form_id, f in forms.items():
+        columns[form_id] = list(f.table.columns)
+        columns.update({f"{form_id}/{r}": list(t.columns) for r, t in f.repeats.items()})
+    check_against_forms(plan, columns)
+    if len(quarantine):
+        warnings.append(
+            f"{len(quarantine)} 条记录未能读取，已隔离（不计入进度）；原因见数据质量表的“{QUARANTINE}”"
+        )
     if not any(counts.values()):
         notes.append(f"{NO_DATA}：数据库中还没有任何提交记录，请先同步各表单（manyi pull）。")
     if boundaries.illustrative:
         notes.append(f"地图与 GPS 核查使用{NOTICE}。")
-    return _Data(plan, villages, rosters, known, boundaries, forms, counts, notes, warnings, photos)
+    return _Data(plan, villages, rosters, known, boundaries, forms, counts, notes, warnings, photos, quarantine)  # fmt: skip
 
 
 def _schemas(build_dir: Path, form_id: str) -> list[FormSchema]:
@@ -288,7 +396,15 @@ def _stored_photos(store, form_id: str) -> dict[tuple[str, str, str], _Photo]:
 
 
 def _rosters(settings, codes: list[str], notes: list[str]) -> tuple[Rosters, bool]:
+    """The configured rosters. A ``rosters_dir`` that was set must exist: only the default,
+    unset ``<data_dir>/rosters`` may be missing (then the demo's invented rosters, or none)."""
     directory = Path(settings.roster_path)
+    if settings.rosters_dir is not None and not directory.is_dir():
+        origin = settings.origins.get("rosters_dir", "in the settings")
+        raise DataError(
+            f"rosters_dir {directory} ({origin}) is not a folder that exists; create it and put "
+            "the roster files in it (pipelines/README.md, section Rosters), or fix the setting"
+        )
     if directory.exists():
         return load_rosters(directory, codes), True
     if settings.source == "demo":
@@ -300,6 +416,52 @@ def _rosters(settings, codes: list[str], notes: list[str]) -> tuple[Rosters, boo
         for kind, (cols, _) in ROSTER_COLUMNS.items()
     }
     return Rosters(**empty), False
+
+
+QUARANTINE = "隔离记录"
+_QUARANTINE_COLUMNS = ("form_id", "form", "source", "key", "reason", "tries", "last_seen")
+_MAX_REASON = 300
+
+
+def _quarantined(store) -> list:
+    # Store.quarantine() lists without the raw text (which may hold personal data and be
+    # large); a store without it still has quarantined().
+    listing = getattr(store, "quarantine", None)
+    return list(listing() if callable(listing) else store.quarantined())
+
+
+def _quarantine_frame(items: Iterable, titles: Mapping[str, str], build_dir: Path | None = None) -> pd.DataFrame:  # fmt: skip
+    """One row per quarantined record: form, source, id, reason (masked, one line, cut
+    short), and the tries and last time seen where the store keeps them. Never the raw
+    text: it is what could not be read."""
+    names = dict(titles)
+    rows = []
+    for q in items:
+        form_id = str(getattr(q, "form_id", "") or "")
+        if form_id not in names:
+            names[form_id] = _form_title(build_dir, form_id)
+        key = q.item_key() if callable(getattr(q, "item_key", None)) else getattr(q, "key", "")
+        reason = " ".join(scrub_text(str(getattr(q, "reason", "") or "")).split())
+        if len(reason) > _MAX_REASON:
+            reason = reason[: _MAX_REASON - 1] + "…"
+        rows.append((form_id, names[form_id], getattr(q, "source", None), key, reason,
+                     getattr(q, "tries", None), _local_time(getattr(q, "last_seen_at", None))))  # fmt: skip
+    return pd.DataFrame(rows, columns=list(_QUARANTINE_COLUMNS), dtype=object)
+
+
+def _local_time(stamp: object) -> object:
+    """A stored UTC time as Beijing time, the way every output shows times."""
+    when = pd.to_datetime(stamp, utc=True, errors="coerce") if isinstance(stamp, str) else pd.NaT
+    return stamp if pd.isna(when) else when.tz_convert(SHANGHAI).strftime("%Y-%m-%d %H:%M")
+
+
+def _form_title(build_dir: Path | None, form_id: str) -> str:
+    if build_dir is None or not form_id:
+        return form_id
+    try:
+        return load_schema(build_dir, form_id).title or form_id
+    except (DataError, OSError, ValueError):  # not built, or not a form id at all
+        return form_id
 
 
 # --- formatting ----------------------------------------------------------------------------------
@@ -513,7 +675,9 @@ def _internal_context(data: _Data, progress: Progress, items: pd.DataFrame, chec
         for r in late.itertuples(index=False)
     ]  # fmt: skip
     titles = {fid: f.schema.title or fid for fid, f in data.forms.items()}
-    quality = [
+    held = data.quarantine.groupby("form", sort=True).size() if len(data.quarantine) else {}
+    quality = [{"form": form, "check": _QUARANTINE_LABEL, "rows": int(n)} for form, n in dict(held).items()]  # fmt: skip
+    quality += [
         {"form": titles.get(r.form_id, r.form_id), "check": r.check_label, "rows": int(r.rows)}
         for r in checks.summary().itertuples(index=False)
     ]
@@ -522,7 +686,7 @@ def _internal_context(data: _Data, progress: Progress, items: pd.DataFrame, chec
         "overdue_list": overdue_list,
         "overdue_total": len(items[items["state"] == fu.OVERDUE]) if len(items) else 0,
         "quality": quality,
-        "quality_total": len(checks.table),
+        "quality_total": len(checks.table) + len(data.quarantine),
         "village_rows": villages,
     }
 
@@ -636,7 +800,7 @@ def _cell_value(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, str):
-        return ILLEGAL_CHARACTERS_RE.sub("", value)
+        return _shown(value)
     return value
 
 
@@ -701,6 +865,15 @@ def _write_sheet(wb: Workbook, title: str, frame: pd.DataFrame, formats: Mapping
     return sheets
 
 
+def _save(wb: Workbook, path: Path) -> None:
+    """The workbook built in memory, then written in one go: a disk that fails the write
+    leaves no half-built zip behind to fail again when Python tidies up."""
+    buffer = io.BytesIO()
+    wb.save(buffer)
+    with _writing(path):
+        path.write_bytes(buffer.getbuffer())
+
+
 def _sheet_title(title: str, wb: Workbook) -> str:
     text = re.sub(r"[\[\]:*?/\\]", "_", title)[:31]
     taken = {ws.title for ws in wb.worksheets}
@@ -712,14 +885,21 @@ def _sheet_title(title: str, wb: Workbook) -> str:
 
 
 def _csv(frame: pd.DataFrame, path: Path) -> None:
-    """UTF-8 with BOM (Excel on Chinese Windows), formulas defused."""
+    """UTF-8 with BOM (Excel on Chinese Windows), every text as shown (:func:`_shown`),
+    formulas defused."""
     safe = frame.copy()
     for col in safe.columns:
         if pd.api.types.is_object_dtype(safe[col]) or pd.api.types.is_string_dtype(safe[col]):
-            safe[col] = safe[col].map(
-                lambda v: "'" + v if isinstance(v, str) and v.startswith(_CSV_FORMULA) else v
-            )
-    safe.to_csv(path, index=False, encoding="utf-8-sig", lineterminator="\r\n")
+            safe[col] = safe[col].map(_csv_text)
+    with _writing(path):
+        safe.to_csv(path, index=False, encoding="utf-8-sig", lineterminator="\r\n")
+
+
+def _csv_text(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    value = _shown(value)
+    return "'" + value if value.startswith(_CSV_FORMULA) else value
 
 
 def _followup_files(items: pd.DataFrame, report_dir: Path, as_of: date) -> tuple[Path, Path]:
@@ -733,7 +913,7 @@ def _followup_files(items: pd.DataFrame, report_dir: Path, as_of: date) -> tuple
     for g in groups:
         part = shown[shown[fu.HEADERS["liaison_group"]] == g]
         _write_sheet(wb, str(g), part, wrap={fu.HEADERS["content"]} - dated)
-    wb.save(xlsx)
+    _save(wb, xlsx)
     csv = report_dir / f"跟进清单_{as_of.isoformat()}.csv"
     _csv(shown, csv)
     return xlsx, csv
@@ -753,6 +933,7 @@ def _quality_files(checks: Checks, data: _Data, report_dir: Path, as_of: date) -
     table["village"] = table["village_code"].map(lambda c: names.get(c, c), na_action="ignore")
     table["check_label"] = table["check"].map(CHECKS)
     shown = table[list(_QUALITY_HEADERS)].rename(columns=_QUALITY_HEADERS)
+    held = data.quarantine
     xlsx = report_dir / f"数据质量_{as_of.isoformat()}.xlsx"
     wb = Workbook(write_only=True)
     summary = checks.summary()
@@ -763,16 +944,40 @@ def _quality_files(checks: Checks, data: _Data, report_dir: Path, as_of: date) -
             "问题条数": summary["rows"].astype(int),
         }
     )
+    if len(held):  # records that could not be read count first: they are not in any figure
+        counts = held.groupby("form", sort=True).size()
+        summary = pd.concat([pd.DataFrame({"表单": counts.index, "检查项": _QUARANTINE_LABEL,
+                                           "问题条数": counts.to_numpy(dtype=int)}), summary],
+                            ignore_index=True)  # fmt: skip
     if summary.empty:
         summary = pd.DataFrame({"表单": ["全部表单"], "检查项": ["—"], "问题条数": [0]})
     _write_sheet(wb, "汇总", summary)
+    if len(held):
+        _write_sheet(wb, QUARANTINE, _quarantine_sheet(held), wrap={"原因"})
     for form_id in sorted(table["form_id"].unique()):
         part = shown[table["form_id"].to_numpy() == form_id]
         _write_sheet(wb, titles.get(form_id, form_id), part, wrap={"原因"})
-    wb.save(xlsx)
+    _save(wb, xlsx)
     csv = report_dir / f"数据质量_{as_of.isoformat()}.csv"
+    if len(held):  # one table: the quarantined records as rows of their own check
+        rows = pd.DataFrame({"表单": held["form"], "记录编号": held["key"], "检查项": _QUARANTINE_LABEL,
+                             "原因": held["source"].map(lambda s: f"[{s}] " if s else "") + held["reason"]})  # fmt: skip
+        shown = pd.concat([rows.reindex(columns=shown.columns), shown], ignore_index=True)
     _csv(shown, csv)
     return xlsx, csv
+
+
+_QUARANTINE_LABEL = f"{QUARANTINE}（未能读取）"
+
+
+def _quarantine_sheet(held: pd.DataFrame) -> pd.DataFrame:
+    sheet = pd.DataFrame({"表单": held["form"], "来源": held["source"], "记录编号": held["key"],
+                          "原因": held["reason"]})  # fmt: skip
+    if held["tries"].notna().any():
+        sheet["尝试次数"] = held["tries"]
+    if held["last_seen"].notna().any():
+        sheet["最后一次读取（北京时间）"] = held["last_seen"]
+    return sheet
 
 
 def _dispatch_xlsx(ctx: dict, path: Path) -> None:
@@ -865,7 +1070,7 @@ def _dispatch_xlsx(ctx: dict, path: Path) -> None:
         quality = pd.DataFrame(ctx["quality"], columns=["form", "check", "rows"])
         quality = quality.rename(columns={"form": "表单", "check": "检查项", "rows": "问题条数"})
         _write_sheet(wb, "数据质量", quality)
-    wb.save(path)
+    _save(wb, path)
 
 
 # --- maps ----------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from geo.roads import SEGMENTS, illustrative_roads
 from geo.villages import Village
 from pipelines.errors import DataError
 from pipelines.records import AttachmentRef, Record
-from pipelines.rosters import Rosters, pick_lists
+from pipelines.rosters import Rosters, id_check_digit, pick_lists
 
 _CST = timezone(timedelta(hours=8), "Asia/Shanghai")
 # Central's review states; "received" is no state at all (null)
@@ -986,6 +986,58 @@ RULES: dict[str, FormRule] = {
 }  # fmt: skip
 
 
+# ---- personal numbers typed into notes (invented; see _Sim._plant_numbers) -------------------
+
+# Notes that always reach the follow-up lists: (form, field, answers that make it an item).
+_NOTE_FIELDS = (
+    ("police_patrol", "issues", ()),
+    ("home_visit", "follow_up_note", ()),
+    ("health_checkup", "referral_note", ()),
+    ("satisfaction_survey", "suggestion", (("needs_follow_up", "yes"),)),
+)
+_WIDE = str.maketrans("0123456789X+", "０１２３４５６７８９Ｘ＋")
+
+
+def _invented_id(rng: random.Random, old: bool = False) -> str:
+    """An ID number of 滕州市 (370481) with a valid GB 11643 check digit; ``old``: 15 digits."""
+    born = date(1940, 1, 1) + timedelta(days=rng.randrange(25_000))
+    if old:
+        return f"370481{born:%y%m%d}{rng.randrange(1000):03d}"
+    first17 = f"370481{born:%Y%m%d}{rng.randrange(1000):03d}"
+    return first17 + id_check_digit(first17)
+
+
+def _invented_phone(rng: random.Random) -> str:
+    return f"1{rng.choice('3456789')}{rng.randrange(10**9):09d}"
+
+
+def _groups(text: str, sizes: Sequence[int], sep: str) -> str:
+    out, at = [], 0
+    for n in sizes:
+        out.append(text[at : at + n])
+        at += n
+    return sep.join(out)
+
+
+# (label, how it is typed): the ways the town's staff type a number, none of them a bare run
+# of digits after a space (the rosters' own numbers never leave the rosters).
+_TYPED: tuple[tuple[str, Callable[[random.Random], str]], ...] = (
+    ("，身份证号 ", lambda r: _groups(_invented_id(r), (6, 8, 4), " ")),
+    ("，身份证号 ", lambda r: _groups(_invented_id(r), (6, 4, 4, 4), "-")),
+    ("，联系电话 ", lambda r: _groups(_invented_phone(r), (3, 4, 4), ".")),
+    ("，电话", lambda r: _invented_phone(r).translate(_WIDE)),
+    ("，联系 ", lambda r: "+86 " + _groups(_invented_phone(r), (3, 4, 4), "-")),
+    ("，身份证", lambda r: _groups(_invented_id(r), (6, 8, 4), "\u3000").translate(_WIDE)),
+    ("，老身份证 ", lambda r: _groups(_invented_id(r, old=True), (6, 6, 3), " ")),
+    ("，家属电话 ", lambda r: "0086 " + _groups(_invented_phone(r), (3, 4, 4), "/")),
+    (
+        "，手机",
+        lambda r: "＋８６－" + _groups(_invented_phone(r), (3, 4, 4), "－").translate(_WIDE),
+    ),
+    ("，身份证号码", lambda r: _invented_id(r).replace("X", "x")),
+)
+
+
 # ---- the simulation ----------------------------------------------------------------------------
 
 
@@ -995,7 +1047,8 @@ class SimulatedYear:
 
     ``records`` per form in submission order; the planted problems, by instance ID, so tests
     and demos can tell the data checks found them: ``bad_gps`` (-> "accuracy" or
-    "wrong_village"), ``duplicates`` (copy -> original).
+    "wrong_village"), ``duplicates`` (copy -> original), ``planted_numbers`` (personal numbers
+    typed into notes that reach the follow-up lists: every output must show them masked).
     """
 
     year: int
@@ -1006,6 +1059,9 @@ class SimulatedYear:
     bad_gps: dict[str, str]
     duplicates: dict[str, str]
     edited: tuple[str, ...]
+    # instance ID -> the invented ID number or mobile typed into a note, in one of the ways
+    # people type them (spaced, dotted, full-width, +86 …), for the masker to catch
+    planted_numbers: dict[str, str] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -1304,6 +1360,7 @@ class _Sim:
         rng = random.Random(f"{self.seed}/planted")  # noqa: S311
         duplicates = self._duplicate(drafts, rng)
         bad_gps = self._spoil_gps(drafts, rng)
+        numbers = self._plant_numbers(drafts)
         edited: list[str] = []
         records: dict[str, list[Record]] = {}
         for form_id, items in drafts.items():
@@ -1324,6 +1381,7 @@ class _Sim:
             bad_gps={k: v for k, v in bad_gps.items() if k in kept_ids},
             duplicates={k: v for k, v in duplicates.items() if k in kept_ids},
             edited=tuple(edited),
+            planted_numbers={k: v for k, v in numbers.items() if k in kept_ids},
         )  # fmt: skip
 
     def _fill(self, form: _Form, visit: _Visit, rng: random.Random) -> _Draft:
@@ -1430,6 +1488,29 @@ class _Sim:
                 lat, lon = self.point_in(other, rng)
                 holder[key] = self.geopoint(lat, lon, other, rng)
                 out[d.iid] = "wrong_village"
+        return out
+
+    def _plant_numbers(self, drafts: dict[str, list[_Draft]]) -> dict[str, str]:
+        """A few notes that reach the follow-up lists get an invented ID number or mobile,
+        typed each in another way (:data:`_TYPED`): the demo's outputs then exercise the
+        masker. Chosen among the first half year's, whatever the as-of date, so an earlier
+        as-of date sees the same ones and any report from July on shows them all."""
+        half = datetime.combine(date(self.year, 7, 1), time(0), _CST)
+        rng = random.Random(f"{self.seed}/numbers")  # noqa: S311 (invented numbers)
+        eligible: list[tuple[_Draft, str]] = []
+        for form_id, name, when in _NOTE_FIELDS:
+            form = self.forms.get(form_id)
+            if form is None or name not in form.top:
+                continue
+            paths = {k: form.top[k].path for k in (name, *(k for k, _ in when)) if k in form.top}
+            for d in sorted(drafts[form_id], key=lambda d: d.iid):
+                if d.submitted < half and _get(d.data, paths[name]) and all(_get(d.data, paths.get(k, k)) == v for k, v in when):  # fmt: skip
+                    eligible.append((d, paths[name]))
+        out: dict[str, str] = {}
+        for (label, typed), (d, path) in zip(_TYPED, rng.sample(eligible, min(len(_TYPED), len(eligible))), strict=False):  # fmt: skip
+            number = typed(rng)
+            _put(d.data, path.split("/"), f"{_get(d.data, path)}{label}{number}")
+            out[d.iid] = number
         return out
 
     def _afterwards(self, form: _Form, d: _Draft, rng: random.Random, cutoff: datetime, bad_gps: bool) -> None:  # fmt: skip

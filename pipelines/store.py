@@ -7,7 +7,15 @@
   so a hostile name (``../../x``, ``/etc/passwd``) is only ever text in a column.
 * ``sync_state`` holds one opaque JSON cursor per (source, form_id). A page's rows and the
   cursor after that page are written in one transaction, so a killed pull resumes cleanly.
-* ``quarantine`` keeps records that could not be read, with the reason, until they read.
+* ``quarantine`` keeps records that could not be read or stored, with the reason, the raw
+  text and how often they were seen, until they read. A record the store cannot keep as it
+  is (a lone surrogate, a 20 MB answer: :func:`pipelines.records.storable`) goes there too,
+  and the rest of its page is stored.
+* Faults of the file or the disk (full, read-only, locked, corrupt) are one
+  :class:`StoreError` line naming the path and the cause. A page that fails leaves nothing
+  behind, so running the pull again continues where it stopped.
+* ``open_store(settings, read_only=True)`` only reads (SQLite ``mode=ro``): it never creates
+  the file nor migrates it, and works on a data directory the user cannot write.
 
 The SQL is kept portable (``INSERT … ON CONFLICT … DO UPDATE``, TEXT/INTEGER columns, no
 AUTOINCREMENT) so a PostgreSQL backend needs only a different connection and paramstyle.
@@ -15,18 +23,29 @@ AUTOINCREMENT) so a PostgreSQL backend needs only a different connection and par
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelines.errors import DataError
-from pipelines.records import Quarantined, Record, now_utc
+from pipelines.records import (
+    Quarantined,
+    Record,
+    Storable,
+    now_utc,
+    printable,
+    storable,
+    storable_text,
+)
 
 # Each entry is one schema version; never edit a released entry, append a new one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -95,6 +114,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (target, form_id)
         )""",
     ),
+    # How often a quarantined item was seen (each pull that read it and failed again).
+    ("ALTER TABLE quarantine ADD COLUMN tries INTEGER NOT NULL DEFAULT 1",),
 )
 
 _CHUNK = 500  # ids per IN (...) lookup; well under SQLite's variable limit
@@ -121,6 +142,11 @@ _UPSERT = """INSERT INTO submissions (form_id, instance_id, form_version, submit
         changed_at = excluded.changed_at"""
 
 
+class StoreError(DataError):
+    """The store's file or disk failed us (full, read-only, locked, corrupt): one line with
+    the path, the cause and what to do."""
+
+
 @dataclass
 class PageCounts:
     new: int = 0
@@ -128,6 +154,23 @@ class PageCounts:
     deleted: int = 0
     unchanged: int = 0
     quarantined: int = 0
+    # What this page put in quarantine (the source's items and the records the store could
+    # not keep), with their reasons, for the pull to show.
+    quarantined_items: list[Quarantined] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class QuarantineItem:
+    """One quarantined record as ``manyi quarantine list`` shows it (no raw text: it may
+    hold personal data; :meth:`Store.quarantined` has it)."""
+
+    source: str
+    form_id: str
+    key: str  # the instance id, or ``sha256:…`` of the raw text when there is none
+    reason: str
+    first_seen_at: str
+    last_seen_at: str
+    tries: int  # pulls that read it and failed (1 the first time)
 
 
 @dataclass(frozen=True)
@@ -179,17 +222,48 @@ def safe_name(name: str) -> str:
     return base[:200]
 
 
+class _Connection(sqlite3.Connection):
+    """A connection whose statements turn an SQLite fault into the store's one line."""
+
+    fault: Callable[[sqlite3.Error], StoreError] | None = None
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:
+        try:
+            return super().execute(*args)
+        except sqlite3.Error as e:
+            if self.fault is None:
+                raise
+            raise self.fault(e) from None
+
+    def executemany(self, *args: Any) -> sqlite3.Cursor:
+        try:
+            return super().executemany(*args)
+        except sqlite3.Error as e:
+            if self.fault is None:
+                raise
+            raise self.fault(e) from None
+
+
 class Store:
     """The SQLite store. Open with :func:`open_store`; use as a context manager."""
 
-    def __init__(self, path: Path, data_dir: Path):
+    def __init__(self, path: Path, data_dir: Path, read_only: bool = False):
         self.path = Path(path)
         self.data_dir = Path(data_dir)
         self.attachments_dir = self.data_dir / "attachments"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
+        self.read_only = read_only
+        self.db: _Connection | None = None
+        if read_only:
+            self._open_read_only()
+            return
+        with self._disk(self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._guard():
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per page.
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=30, factory=_Connection
+            )
+            self.db.fault = self._fault
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             # A pull writes pages of thousands of rows: a 64 MiB page cache and a WAL
@@ -197,15 +271,123 @@ class Store:
             self.db.execute("PRAGMA cache_size=-65536")
             self.db.execute("PRAGMA wal_autocheckpoint=10000")
             self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+
+    def _open_read_only(self) -> None:
+        """``mode=ro``: no file is created, nothing migrated. A WAL store needs its ``-shm``
+        file, which a folder we may not write cannot get: there the file is read as
+        ``immutable`` (no one can be writing it through a folder we cannot write either,
+        short of its owner pulling right now)."""
+        if not self.path.is_file():
+            raise StoreError(f"no store at {printable(self.path)}: run `manyi pull` first")
+        for flags in ("mode=ro", "mode=ro&immutable=1"):
+            if self.db is not None:
+                self.db.close()
+            try:
+                self.db = sqlite3.connect(
+                    f"{self.path.resolve().as_uri()}?{flags}",
+                    uri=True,
+                    timeout=30,
+                    factory=_Connection,
+                )
+                self.db.execute("PRAGMA query_only=ON")
+                self._check_schema()
+                self.db.fault = self._fault
+                return
+            except sqlite3.Error as e:
+                if "immutable" in flags or not _is_access_error(e):
+                    raise self._fault(e) from None
+
+    def _check_schema(self) -> None:
+        try:
+            current = self.schema_version or 0
         except sqlite3.DatabaseError as e:
-            raise DataError(
-                f"{self.path}: cannot open the store ({e}); move the file aside and pull again"
-            ) from None
-        self._migrate()
+            if "no such table" not in str(e):
+                raise
+            current = 0
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{printable(self.path)}: store schema version {current} is newer than this "
+                f"manyi ({len(MIGRATIONS)}); upgrade manyi"
+            )
+        if current == 0 and self.read_only:
+            raise StoreError(
+                f"{printable(self.path)}: not a manyi store (no schema); point data_dir at "
+                "the folder `manyi pull` writes, or run `manyi pull` first"
+            )
+
+    # ---- faults ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn an SQLite fault into one :class:`StoreError` line; a transaction open at
+        the time is rolled back first (SQLite may have done so itself: a full disk does)."""
+        try:
+            yield
+        except sqlite3.Error as e:
+            self._rollback()
+            raise self._fault(e) from None
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self.db is not None and self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error, StoreError):
+                self.db.execute("ROLLBACK")
+
+    def _fault(self, e: sqlite3.Error) -> StoreError:
+        name = getattr(e, "sqlite_errorname", None) or type(e).__name__
+        where = printable(self.path)
+        if name.startswith("SQLITE_FULL") or "disk is full" in str(e):
+            return StoreError(
+                f"{where}: the disk is full ({_free(self.path.parent)} free there); free "
+                "some space, then run again: a pull continues from the last page it stored"
+            )
+        if _is_access_error(e):
+            return StoreError(
+                f"{where}: cannot {'read' if self.read_only else 'write'} the store, "
+                f"{_access(self.path)}; run manyi as the owner, or give this user write "
+                "access to the folder and the file (chown/chmod); `manyi report` only reads"
+            )
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return StoreError(
+                f"{where}: the store stayed locked by another manyi (a pull or a report) "
+                "for 30 s; wait for it to finish, then run again"
+            )
+        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            return StoreError(
+                f"{where}: cannot open the store ({e}); move the file aside and pull again"
+            )
+        if name.startswith("SQLITE_IOERR"):
+            return StoreError(f"{where}: disk I/O error ({name}); check the disk, then run again")
+        return StoreError(f"{where}: store error ({name}: {printable(e, 200)})")
+
+    @contextlib.contextmanager
+    def _disk(self, path: Path) -> Iterator[None]:
+        """A file-system fault while writing under ``path`` (full, read-only) as one line."""
+        try:
+            yield
+        except OSError as e:
+            raise self._os_fault(e, path) from None
+
+    def _os_fault(self, e: OSError, path: Path) -> StoreError:
+        where = printable(path)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StoreError(
+                f"{where}: the disk is full ({_free(path)} free there); free some space, then "
+                "run again: a pull continues from the last page it stored"
+            )
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return StoreError(
+                f"{where}: cannot write there, {_access(path)}; run manyi as the owner, or "
+                "give this user write access (chown/chmod)"
+            )
+        return StoreError(f"{where}: {e.strerror or type(e).__name__}; check the disk")
 
     # ---- lifecycle -------------------------------------------------------------------
     def close(self) -> None:
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
 
     def __enter__(self) -> Store:
         return self
@@ -221,7 +403,7 @@ class Store:
         row = self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
         current = row[0] or 0
         if current > len(MIGRATIONS):
-            raise DataError(
+            raise StoreError(
                 f"{self.path}: store schema version {current} is newer than this manyi "
                 f"({len(MIGRATIONS)}); upgrade manyi"
             )
@@ -236,7 +418,7 @@ class Store:
                 )
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                self._rollback()
                 raise
 
     @property
@@ -245,10 +427,11 @@ class Store:
 
     # ---- cursors ---------------------------------------------------------------------
     def cursor(self, source: str, form_id: str) -> dict[str, Any] | None:
-        row = self.db.execute(
-            "SELECT cursor_json FROM sync_state WHERE source = ? AND form_id = ?",
-            (source, form_id),
-        ).fetchone()
+        with self._guard():
+            row = self.db.execute(
+                "SELECT cursor_json FROM sync_state WHERE source = ? AND form_id = ?",
+                (source, form_id),
+            ).fetchone()
         return json.loads(row[0]) if row else None
 
     # ---- writing a page --------------------------------------------------------------
@@ -262,19 +445,27 @@ class Store:
         gone: Sequence[str] = (),
     ) -> PageCounts:
         """Upsert one page of records, its quarantined items, the ids the server no longer
-        has (flagged deleted) and the cursor, atomically."""
+        has (flagged deleted) and the cursor, atomically.
+
+        A record the store cannot keep as it is goes to quarantine with its reason (see
+        :func:`pipelines.records.storable`), and the rest of the page is stored."""
         counts = PageCounts()
         stamp = now_utc()
+        ready: list[Storable] = []
+        bad: list[Quarantined] = list(quarantined)
+        for rec in records:
+            if rec.form_id != form_id:
+                raise ValueError(f"record of form {rec.form_id} in a page of {form_id}")
+            item = storable(rec, source)
+            (ready if isinstance(item, Storable) else bad).append(item)
         upserts: list[tuple[Any, ...]] = []
         marker_updates: list[tuple[Any, ...]] = []
         flag_updates: list[tuple[Any, ...]] = []
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            existing = self._existing(form_id, [r.instance_id for r in records])
-            for rec in records:
-                if rec.form_id != form_id:
-                    raise ValueError(f"record of form {rec.form_id} in a page of {form_id}")
-                text, digest = rec.serialised()
+        with self._guard():
+            self.db.execute("BEGIN IMMEDIATE")
+            existing = self._existing(form_id, [r.record.instance_id for r in ready])
+            for item in ready:
+                rec, text, digest = item.record, item.text, item.digest
                 old = existing.get(rec.instance_id)
                 # a server that repeats a row within one page must not count it twice
                 existing[rec.instance_id] = (digest, int(rec.deleted), rec.source_version)
@@ -351,19 +542,25 @@ class Store:
             self._in_chunks(
                 "DELETE FROM quarantine WHERE source = ? AND form_id = ? AND item_key IN ({marks})",
                 (source, form_id),
-                list(dict.fromkeys(r.instance_id for r in records)),
+                list(dict.fromkeys(r.record.instance_id for r in ready)),
             )
-            for item in quarantined:
-                self.db.execute(
-                    """INSERT INTO quarantine (source, form_id, item_key, reason, raw,
-                        first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (source, form_id, item_key) DO UPDATE SET
-                        reason = excluded.reason, raw = excluded.raw,
-                        last_seen_at = excluded.last_seen_at""",
-                    (source, item.form_id, item.item_key(), item.reason, item.raw, stamp, stamp),
-                )
-                counts.quarantined += 1
-            counts.deleted += self._flag_deleted(form_id, list(gone), stamp)
+            # Keyed as stored; the last word on an item seen twice in a page wins.
+            kept = {(storable_text(q.form_id), storable_text(q.item_key())): q for q in bad}
+            self.db.executemany(
+                """INSERT INTO quarantine (source, form_id, item_key, reason, raw,
+                    first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (source, form_id, item_key) DO UPDATE SET
+                    reason = excluded.reason, raw = excluded.raw,
+                    last_seen_at = excluded.last_seen_at, tries = quarantine.tries + 1""",
+                [
+                    (source, f, k, storable_text(q.reason), storable_text(q.raw), stamp, stamp)
+                    for (f, k), q in kept.items()
+                ],
+            )
+            counts.quarantined = len(kept)
+            counts.quarantined_items = list(kept.values())
+            ids = [storable_text(i) for i in gone if isinstance(i, str)]
+            counts.deleted += self._flag_deleted(form_id, ids, stamp)
             if cursor is not None:
                 self.db.execute(
                     """INSERT INTO sync_state (source, form_id, cursor_json, updated_at)
@@ -372,9 +569,6 @@ class Store:
                     (source, form_id, json.dumps(cursor, sort_keys=True), stamp),
                 )
             self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return counts
 
     def _flag_deleted(self, form_id: str, ids: list[str], stamp: str) -> int:
@@ -435,7 +629,14 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY form_id, submitted_at, instance_id"
-        for row in self.db.execute(sql, args):
+        rows = self.db.execute(sql, args)
+        while True:
+            try:
+                row = next(rows, None)
+            except sqlite3.Error as e:  # a read fault half-way (disk I/O)
+                raise self._fault(e) from None
+            if row is None:
+                return
             yield _record(row)
 
     def count(self, form_id: str | None = None, include_deleted: bool = False) -> int:
@@ -464,6 +665,24 @@ class Store:
             sql += " WHERE form_id = ?"
             args.append(form_id)
         return [Quarantined(*row) for row in self.db.execute(sql + " ORDER BY item_key", args)]
+
+    def quarantine(
+        self, form_id: str | None = None, source: str | None = None
+    ) -> list[QuarantineItem]:
+        """What is in quarantine, with reasons, by form, then oldest first."""
+        sql = "SELECT source, form_id, item_key, reason, first_seen_at, last_seen_at, "
+        # a read-only look at a store from before the tries column: seen once, say
+        sql += "tries" if (self.schema_version or 0) >= 3 else "1"
+        sql += " FROM quarantine"
+        where, args = [], []
+        for column, value in (("form_id", form_id), ("source", source)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self.db.execute(sql + " ORDER BY form_id, first_seen_at, item_key", args)
+        return [QuarantineItem(*row) for row in rows]
 
     def quarantined_ids(self, source: str, form_id: str) -> list[str]:
         """Instance ids quarantined from ``source``, to ask the server for again: a record
@@ -528,25 +747,29 @@ class Store:
         Touches only the file system (a temporary file, then an atomic rename), so worker
         threads may call it; the database row is written by :meth:`record_attachments`.
         """
-        self.attachments_dir.mkdir(parents=True, exist_ok=True)
+        with self._disk(self.attachments_dir):
+            self.attachments_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.attachments_dir, prefix=".part-")
         digest = hashlib.sha256()
         size = 0
-        fd, tmp = tempfile.mkstemp(dir=self.attachments_dir, prefix=".part-")
         try:
             with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
+                for chunk in chunks:  # a fault of the source's reading passes as it is
                     digest.update(chunk)
                     size += len(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+                    with self._disk(self.attachments_dir):
+                        out.write(chunk)
+                with self._disk(self.attachments_dir):
+                    out.flush()
+                    os.fsync(out.fileno())
             sha = digest.hexdigest()
             target = self.attachments_dir / sha[:2] / sha
-            target.parent.mkdir(exist_ok=True)
-            if target.exists():
-                Path(tmp).unlink()
-            else:
-                Path(tmp).replace(target)
+            with self._disk(self.attachments_dir):
+                target.parent.mkdir(exist_ok=True)
+                if target.exists():
+                    Path(tmp).unlink()
+                else:
+                    Path(tmp).replace(target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -559,18 +782,15 @@ class Store:
         ``None`` remembers that the server has no file for that name yet."""
         stamp = now_utc()
         params = [
-            (f, i, n, b.sha256, b.rel, b.size, "stored", stamp)
+            (f, i, storable_text(n), b.sha256, b.rel, b.size, "stored", stamp)
             if b
-            else (f, i, n, None, None, None, "missing", stamp)
+            else (f, i, storable_text(n), None, None, None, "missing", stamp)
             for f, i, n, b in rows
         ]
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._guard():
+            self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany(_ATTACHMENT_UPSERT, params)
             self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return [
             StoredAttachment(f, i, n, b.sha256, self.data_dir / b.rel, b.size, "stored")
             if b
@@ -653,6 +873,51 @@ def _record(row: Sequence[Any]) -> Record:
     )
 
 
-def open_store(settings: Any) -> Store:
-    """Open (and migrate) the store named by ``settings.store_path``."""
-    return Store(Path(settings.store_path), Path(settings.data_dir))
+def open_store(settings: Any, read_only: bool = False) -> Store:
+    """Open (and migrate) the store named by ``settings.store_path``; ``read_only`` opens an
+    existing store to read only (``manyi report``): no file created, nothing migrated."""
+    return Store(Path(settings.store_path), Path(settings.data_dir), read_only=read_only)
+
+
+def _is_access_error(e: sqlite3.Error) -> bool:
+    """A permissions problem, told apart from a missing folder or a broken file."""
+    name = getattr(e, "sqlite_errorname", None) or ""
+    if name.startswith(("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
+        return True
+    return name.startswith("SQLITE_CANTOPEN") or "unable to open" in str(e)
+
+
+def _free(folder: Path) -> str:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown space"
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if free < 1024 or unit == "GiB":
+            return f"{free:.0f} {unit}" if unit == "bytes" else f"{free:.1f} {unit}"
+        free /= 1024
+    return ""
+
+
+def _access(path: Path) -> str:
+    """Who manyi runs as, and the owner and mode of the file and its folder."""
+    try:
+        import pwd
+
+        def owner(uid: int) -> str:
+            try:
+                return pwd.getpwuid(uid).pw_name
+            except KeyError:
+                return str(uid)
+
+        parts = [f"manyi runs as {owner(os.geteuid())}"]
+    except ImportError:  # Windows: no owners to name
+        return "no write access"
+    for p in (path, path.parent) if path.exists() else (path.parent,):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        kind = "folder" if p.is_dir() else "file"
+        parts.append(f"{kind} owned by {owner(st.st_uid)}, mode {st.st_mode & 0o7777:04o}")
+    return "; ".join(parts)

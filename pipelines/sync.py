@@ -4,22 +4,28 @@ Each page is written with its cursor in one transaction, so a pull killed at any
 run again ends with exactly the server's submissions. Attachments are fetched on a few
 threads after their page is stored, beside the next page; any a killed run missed are picked
 up at the start of the next one, as are quarantined records a source can ask for again by id.
+
+A record that cannot be read or stored is quarantined and the rest of its page stored; the
+pull's report lists them with their reasons (``FormPull.quarantined_items``). A fault of the
+store itself (full disk, read-only) stops the whole pull with one line: running it again
+continues where it stopped.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines._http import RetryPolicy
-from pipelines.errors import ConfigError, ManyiError, SourceError
-from pipelines.records import Record
-from pipelines.store import Blob, Store, open_store
+from pipelines._http import RetryNotice, RetryPolicy
+from pipelines.errors import ConfigError, DataError, ManyiError, SourceError
+from pipelines.records import Quarantined, Record, printable
+from pipelines.store import Blob, PageCounts, Store, StoreError, open_store
 
 SOURCES = ("central", "kobo", "files")
 
@@ -36,6 +42,16 @@ class FormPull:
     rows: int = 0
     seconds: float = 0.0
     error: str | None = None
+    # What this pull quarantined, with reasons (also those asked for again that still fail).
+    quarantined_items: list[Quarantined] = field(default_factory=list)
+    # Problems that stopped nothing: a media file in an export that cannot be read.
+    warnings: list[str] = field(default_factory=list)
+
+    def _note(self, counts: PageCounts) -> None:
+        seen = {(q.form_id, q.item_key()) for q in self.quarantined_items}
+        for item in counts.quarantined_items:
+            if (item.form_id, item.item_key()) not in seen:
+                self.quarantined_items.append(item)
 
 
 @dataclass
@@ -73,6 +89,14 @@ class PullReport:
     @property
     def errors(self) -> list[str]:
         return [f"{f.form_id}: {f.error}" for f in self.forms if f.error]
+
+    @property
+    def quarantined_items(self) -> list[Quarantined]:
+        return [q for f in self.forms for q in f.quarantined_items]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{f.form_id}: {w}" for f in self.forms for w in f.warnings]
 
 
 @dataclass(frozen=True)
@@ -130,16 +154,22 @@ def pull(
     *,
     page_size: int | None = None,
     policy: RetryPolicy | None = None,
+    store: Store | None = None,
+    on_retry: Callable[[RetryNotice], None] | None = None,
 ) -> PullReport:
     """Pull ``form_ids`` (default: every form the source has) into the store.
 
     A form that fails is reported in ``report.errors`` and the others still run; if every
-    form fails (server unreachable, wrong credentials) the first error is raised.
+    form fails (server unreachable, wrong credentials) the first error is raised. A fault
+    of the store (:class:`~pipelines.store.StoreError`: full disk, read-only) is raised at
+    once. ``store`` is an open store to use (it stays open); by default the settings' own.
+    Requests are retried until ``settings.http_give_up_s``; ``on_retry`` hears of each retry.
     """
     source = source or settings.source
+    policy = policy or RetryPolicy.from_settings(settings, on_retry=on_retry)
     report = PullReport(source)
     with (
-        open_store(settings) as store,
+        _opened(settings, store) as store,
         open_source(settings, source, path, page_size, policy, store) as src,
     ):
         wanted = list(dict.fromkeys(form_ids)) if form_ids else _default_forms(settings, src)
@@ -150,6 +180,8 @@ def pull(
             started = time.monotonic()
             try:
                 _pull_form(src, store, form_id, result, progress_callback)
+            except StoreError:
+                raise  # the next form would hit the same disk
             except ManyiError as e:
                 result.error = str(e)
                 first_error = first_error or e
@@ -162,6 +194,15 @@ def pull(
         if first_error is not None and all(f.error for f in report.forms):
             raise first_error
     return report
+
+
+@contextmanager
+def _opened(settings: Any, store: Store | None) -> Iterator[Store]:
+    if store is not None:
+        yield store
+        return
+    with open_store(settings) as own:
+        yield own
 
 
 def _titles(settings: Any) -> dict[str, str]:
@@ -192,7 +233,7 @@ def _default_forms(settings: Any, src: Any) -> list[str]:
 def _pull_form(
     src: Any, store: Store, form_id: str, result: FormPull, progress: ProgressCallback | None
 ) -> None:
-    with _Fetcher(src, store, form_id) as fetcher:
+    with _Fetcher(src, store, form_id, result.warnings) as fetcher:
         # Files a killed run stored rows for but never fetched.
         fetcher.submit(store.incomplete_attachments(form_id))
         result.attachments += fetcher.drain(wait=True)
@@ -205,6 +246,7 @@ def _pull_form(
         if refetch and retry:
             for page in refetch(form_id, retry):
                 counts = store.write_page(src.name, form_id, page.records, page.quarantined)
+                result._note(counts)
                 result.new += counts.new
                 result.updated += counts.updated
                 result.deleted += counts.deleted
@@ -221,6 +263,7 @@ def _pull_form(
             result.updated += counts.updated
             result.deleted += counts.deleted
             result.quarantined += counts.quarantined
+            result._note(counts)
             result.pages += 1
             result.rows += page.rows
             # Downloads run beside the next page; rows are written once a file is whole.
@@ -240,8 +283,9 @@ class _Fetcher:
     ``incomplete_attachments`` and fetches again (the content hash makes that a no-op).
     """
 
-    def __init__(self, src: Any, store: Store, form_id: str):
+    def __init__(self, src: Any, store: Store, form_id: str, warnings: list[str]):
         self.src, self.store, self.form_id = src, store, form_id
+        self.warnings = warnings  # list.append is atomic: workers may add to it
         workers = getattr(src, "fetch_workers", 1)
         self.pool = ThreadPoolExecutor(workers, "manyi-fetch") if workers > 1 else None
         self.pending: list[Future[list[tuple[str, str, str, Blob | None]]]] = []
@@ -300,15 +344,21 @@ class _Fetcher:
         for ref in refs:
             if ref.name in stored:
                 continue
-            chunks = self.src.fetch_attachment(rec, ref) if ref.exists else None
             blob = None
-            if chunks is not None:
-                try:
+            try:
+                chunks = self.src.fetch_attachment(rec, ref) if ref.exists else None
+                if chunks is not None:
                     blob = self.store.save_blob(chunks)
-                except OSError as e:
-                    raise SourceError(
-                        f"{rec.form_id} {rec.instance_id}: could not read attachment "
-                        f"{ref.name!r} ({type(e).__name__}); pull again to retry"
-                    ) from None
+            except OSError as e:
+                raise SourceError(
+                    f"{rec.form_id} {rec.instance_id}: could not read attachment "
+                    f"{printable(ref.name, 120)!r} ({type(e).__name__}); pull again to retry"
+                ) from None
+            except StoreError:
+                raise
+            except DataError as e:
+                # A broken file in an export (bad CRC, over the size bound): the record is
+                # stored, the file noted missing, so the next pull tries it again.
+                self.warnings.append(f"{rec.instance_id}: {e}")
             rows.append((rec.form_id, rec.instance_id, ref.name, blob))
         return rows

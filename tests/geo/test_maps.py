@@ -12,6 +12,7 @@ from geo.illustrative import NOTICE, illustrative_boundaries
 from geo.maps import DOMAINS, draw_maps, write_index
 from pipelines.config import Secret, Settings
 from pipelines.errors import DataError
+from pipelines.privacy import find_unmasked
 
 XSS = "<img src=x onerror=alert(1)>"
 # Anything the browser would fetch: scripts, stylesheets, images, frames, CSS url()/@import.
@@ -229,3 +230,14 @@ def test_index_lists_the_overview_first_and_the_newest_report_first(tmp_path) ->
         "2023-10-31/月调度通报_2023-10_公开版.xlsx", "2023-10-31/数据质量_2023-10-31.csv",
         "2023-09-30/跟进清单_2023-09-30.csv")]  # fmt: skip
     assert order == sorted(order)
+
+
+def test_personal_numbers_in_finding_notes_are_masked_on_the_map(tmp_path):
+    findings = _findings()
+    findings["note"] = ["户主电话 138.1234.5678，身份证 370481-1990-0101-1234"] * len(findings)
+    findings["kind"] = ["联系 １３８１２３４５６７８"] * len(findings)
+    result = draw_maps(Settings(), tmp_path, None, findings)
+    page = result.maps["overview"].read_text(encoding="utf-8")
+    popups = " ".join(row[2] for row in _data_array(page))
+    assert "138****5678" in popups and "370481********1234" in popups
+    assert find_unmasked(page) == []

@@ -234,3 +234,17 @@ def test_reasons_quote_typed_text_masked_and_short(build: Path) -> None:
         assert find_unmasked(reason) == [], reason
         assert len(reason) <= 300
     assert "…" in dup[0] and len(dup[0]) < 150  # the long title is cut short, not the reason
+
+
+def test_every_text_column_is_masked_not_only_the_reasons(build: Path) -> None:
+    # a number typed where a village code belongs, and where the record's id would be: both
+    # are shown in the quality sheet, so both are masked like the reasons
+    typed = "１３８．１２３４．５６７８"
+    t = run(build, sanitation_sweep=[(f"uuid:{typed}", sweep(typed, "2023-05-01")),
+                                     ("uuid:s2", sweep("370481 19900101 1234", "2023-05-02"))])  # fmt: skip
+    wrong = t[t["check"] == "unknown_village"]
+    assert len(wrong) == 2
+    assert set(wrong["village_code"]) == {"138****5678", "370481********1234"}
+    assert "uuid:138****5678" in set(wrong["instance_id"])
+    for value in t.to_numpy().ravel():
+        assert find_unmasked(str(value)) == [], value

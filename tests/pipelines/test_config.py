@@ -82,3 +82,65 @@ def test_repository_manyi_toml_is_valid() -> None:
     s = load_settings({}, env={}, config_file=REPO_ROOT / "manyi.toml")
     assert (s.source, s.basemap, s.plan_year) == ("demo", "none", 2023)
     assert s.villages.exists()
+
+
+def test_http_give_up_s_from_file_env_and_default(tmp_path: Path) -> None:
+    assert load_settings({}, env={}, config_file=toml(tmp_path, "")).http_give_up_s == 300
+    cfg = toml(tmp_path, "http_give_up_s = 45\n")
+    assert load_settings({}, env={}, config_file=cfg).http_give_up_s == 45
+    env = {"MANYI_HTTP_GIVE_UP_S": "2.5"}
+    assert load_settings({}, env=env, config_file=cfg).http_give_up_s == 2.5
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "nan", "inf", "soon"])
+def test_a_give_up_time_that_is_not_a_positive_number_says_where(
+    tmp_path: Path, value: str
+) -> None:
+    with pytest.raises(ConfigError, match="MANYI_HTTP_GIVE_UP_S") as e:
+        load_settings({}, env={"MANYI_HTTP_GIVE_UP_S": value}, config_file=toml(tmp_path, ""))
+    assert "http_give_up_s" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "url", "words"),
+    [
+        (
+            "MANYI_CENTRAL_URL",
+            "https://admin:hunter2-secret@c.example.org",
+            "MANYI_CENTRAL_PASSWORD",
+        ),
+        ("MANYI_KOBO_URL", "https://:hunter2-secret@kf.example.org/", "MANYI_KOBO_TOKEN"),
+        ("MANYI_CENTRAL_URL", "http://admin:hunter2-secret/x@c.example.org", "MANYI_CENTRAL_USER"),
+        ("MANYI_CENTRAL_URL", "central.example.org?token=hunter2-secret", "is not a server URL"),
+        ("MANYI_KOBO_URL", "ftp://kf.example.org", "is not a server URL"),
+        ("MANYI_KOBO_URL", "https://kf.example.org:http/", "is not a server URL"),
+    ],
+)
+def test_a_bad_server_url_is_refused_without_echoing_credentials(
+    tmp_path: Path, key: str, url: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings({}, env={key: url}, config_file=toml(tmp_path, ""))
+    assert words in str(e.value) and f"set by {key}" in str(e.value)
+    assert "hunter2" not in str(e.value)
+
+
+def test_a_server_url_with_credentials_in_the_committed_file_is_refused(tmp_path: Path) -> None:
+    cfg = toml(tmp_path, 'central_url = "https://u:hunter2-secret@c.example.org"\n')
+    with pytest.raises(ConfigError, match="holds a user name or password") as e:
+        load_settings({}, env={}, config_file=cfg)
+    assert "hunter2" not in str(e.value) and str(cfg) in str(e.value)
+
+
+def test_a_secret_pasted_into_another_setting_is_not_echoed(tmp_path: Path) -> None:
+    env = {"MANYI_CENTRAL_PASSWORD": "hunter2-secret", "MANYI_CENTRAL_PROJECT": "hunter2-secret"}
+    with pytest.raises(ConfigError, match="MANYI_CENTRAL_PROJECT") as e:
+        load_settings({}, env=env, config_file=toml(tmp_path, ""))
+    assert "hunter2" not in str(e.value)
+    with pytest.raises(ConfigError, match="is unknown") as e:
+        load_settings(
+            {},
+            env={"MANYI_SOURCE": "tok-123456", "MANYI_KOBO_TOKEN": "tok-123456"},
+            config_file=toml(tmp_path, ""),
+        )
+    assert "tok-123456" not in str(e.value)

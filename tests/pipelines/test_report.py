@@ -21,6 +21,7 @@ from forms.build import build_forms
 from forms.schema import load_schema
 from geo.illustrative import illustrative_boundaries
 from geo.villages import load_villages
+from pipelines.cli import main
 from pipelines.config import Settings
 from pipelines.errors import DataError
 from pipelines.privacy import find_unmasked
@@ -498,3 +499,68 @@ def test_submissions_without_a_built_form_say_what_to_do(tmp_path: Path, run: Ru
         store.write_page("central", "culture_event", [Record("culture_event", "uuid:x", "1", f"{day}T00:00:00.000Z", None, None, data)])  # fmt: skip
     with pytest.raises(DataError, match="run `manyi forms build` first"):
         write_report(settings, AS_OF)
+
+
+# --- warnings that matter, and a disk that cannot take the files (issue 9) ----------------------
+
+
+def test_an_as_of_date_outside_the_plan_year_is_warned_in_the_report_and_by_the_cli(tmp_path: Path, build: Path, capsys) -> None:  # fmt: skip
+    settings = _settings(tmp_path, build)
+    for day, said in ((date(2024, 3, 31), "晚于计划年度 2023 年"), (date(2022, 12, 31), "早于计划年度 2023 年")):  # fmt: skip
+        result = write_report(settings, day)
+        assert [w for w in result.warnings if said in w], result.warnings
+        for edition in ("public", "internal"):  # whoever reads the report sees it too
+            assert said in result.files[f"dispatch_{edition}_html"].read_text(encoding="utf-8")
+    for day in (date(2023, 1, 1), date(2023, 12, 31)):
+        assert not [w for w in write_report(settings, day).warnings if "计划年度" in w]
+    out = tmp_path / "cli"
+    assert main(["--data-dir", str(tmp_path / "data"), "report", "--as-of", "2024-01-15", "--out", str(out)]) == 0  # fmt: skip
+    assert "warning: 统计截止日 2024-01-15 晚于计划年度 2023 年" in capsys.readouterr().err
+
+
+def test_a_configured_roster_folder_that_does_not_exist_is_an_error_not_the_demo_rosters(tmp_path: Path, build: Path, monkeypatch, capsys) -> None:  # fmt: skip
+    missing = tmp_path / "名单" / "2023"
+    for source in ("demo", "files"):  # the demo source, too, only falls back when unconfigured
+        settings = _settings(tmp_path, build, rosters_dir=missing)
+        settings = Settings(**{**settings.__dict__, "source": source})
+        with pytest.raises(DataError, match=r"rosters_dir .*名单/2023 .* is not a folder that exists"):  # fmt: skip
+            write_report(settings, AS_OF)
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(DataError, match="is not a folder"):
+        write_report(_settings(tmp_path, build, rosters_dir=tmp_path / "a-file"), AS_OF)
+    # through the CLI: one line naming the setting, where it was set, and the path
+    monkeypatch.setenv("MANYI_ROSTERS_DIR", str(missing))
+    assert main(["--data-dir", str(tmp_path / "data"), "report", "--as-of", "2023-06-30", "--out", str(tmp_path / "o")]) == 1  # fmt: skip
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "rosters_dir" in line and "MANYI_ROSTERS_DIR" in line and str(missing) in line
+    assert "Traceback" not in line
+
+
+def test_only_the_unconfigured_default_roster_folder_may_be_missing(tmp_path: Path, build: Path) -> None:  # fmt: skip
+    demo = Settings(data_dir=tmp_path / "data", outputs_dir=tmp_path / "out", build_dir=build, source="demo")  # fmt: skip
+    assert any("示例名单" in w for w in write_report(demo, AS_OF).warnings)  # invented, and said so
+    files = _settings(tmp_path, build)
+    assert any("未找到名单" in w for w in write_report(files, AS_OF).warnings)
+
+
+@pytest.mark.parametrize("key", ["followups_csv", "quality_xlsx", "dispatch_internal_html"])
+def test_a_full_disk_while_writing_the_report_is_one_line_naming_the_file(tmp_path: Path, run: Run, key: str, capsys) -> None:  # fmt: skip
+    # /dev/full takes the open and refuses every write with ENOSPC: a real full disk, for one file
+    first = write_report(run.settings, AS_OF, tmp_path / "out")
+    target = first.files[key]
+    target.unlink()
+    target.symlink_to("/dev/full")
+    with pytest.raises(DataError) as caught:
+        write_report(run.settings, AS_OF, tmp_path / "out")
+    message = str(caught.value)
+    assert message.startswith(f"{target}: cannot write the report: no space left on the disk")
+    assert "--out" in message and "\n" not in message
+    # the CLI prints that line alone, and exits non-zero
+    args = ["--data-dir", str(run.settings.data_dir), "report", "--as-of", "2023-06-30", "--out", str(tmp_path / "out")]  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MANYI_ROSTERS_DIR", str(run.settings.rosters_dir))
+        mp.setenv("MANYI_BUILD_DIR", str(run.settings.build_dir))
+        mp.setenv("MANYI_SOURCE", "files")
+        assert main(args) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert str(target) in line and "no space left" in line

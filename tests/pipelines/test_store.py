@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from pipelines.errors import DataError, ManyiError
 from pipelines.records import Quarantined, Record, geojson_to_xform, utc_text
-from pipelines.store import MIGRATIONS, Published, Store, safe_name
+from pipelines.store import MIGRATIONS, Published, Store, StoreError, open_store, safe_name
 
 
 def rec(iid: str, note: str = "a", **kw) -> Record:
@@ -71,11 +76,11 @@ def test_wal_and_versioned_migrations(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     Store(path, tmp_path).close()
     again = Store(path, tmp_path)  # reopening applies nothing twice
-    assert again.schema_version == len(MIGRATIONS) == 2
+    assert again.schema_version == len(MIGRATIONS) == 3
     again.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 2
+    assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 3
 
 
 def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
@@ -88,7 +93,7 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     db.commit()
     db.close()
     with Store(path, tmp_path) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == len(MIGRATIONS)
         store.note_published(Published("kobo", "f", "aUID", "1", "md5", {"r.csv": "x"}, "v1"))
         assert store.published("kobo")["f"].media == {"r.csv": "x"}
 
@@ -174,3 +179,127 @@ def test_lookups_by_many_ids_go_in_chunks(store: Store) -> None:
     assert {r.instance_id for r in store.records("f")} == set(ids[::2])
     assert len(store.incomplete_attachments("f")) == 617 - 2  # i00000 and i00002 have theirs
     assert set(store.stored_names("f", ids)) == set(ids[:3])
+
+
+# ---- faults of the file and the disk ------------------------------------------------------
+def _as_nobody(check) -> str:
+    """Run ``check()`` as user nobody in a forked child and return what it returned, or
+    ``error: <line>`` for a ManyiError. Tests run as root here, and root ignores file modes
+    (chmod alone would prove nothing); a fork keeps the loaded modules, so the child needs
+    no access to the interpreter's files. Not root: the chmod of the caller is enough."""
+    if os.geteuid() != 0:
+        try:
+            return str(check())
+        except ManyiError as e:
+            return f"error: {e}"
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os.close(read)
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            out = str(check())
+        except ManyiError as e:
+            out = f"error: {e}"
+        except BaseException as e:  # a traceback the user would have seen
+            out = f"crash: {type(e).__name__}: {e}"
+        os.write(write, out.encode("utf-8", "backslashreplace"))
+        os._exit(0)
+    os.close(write)
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    os.waitpid(pid, 0)
+    return b"".join(chunks).decode("utf-8")
+
+
+@pytest.fixture
+def read_only_dir():
+    """A data folder others can read but not write (under /tmp: pytest's own is 0700)."""
+
+    base = Path(tempfile.mkdtemp(prefix="manyi-ro-"))
+    base.chmod(0o755)
+    data = base / "data"
+    with Store(data / "manyi.sqlite", data) as s:
+        s.write_page("central", "f", [rec("a"), rec("b")])
+        s.write_page("central", "f", [], [Quarantined("central", "f", "bad", "{}", "q")])
+    for p in (data, *data.iterdir()):
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    yield data
+    data.chmod(0o755)
+    shutil.rmtree(base)
+
+
+def test_report_reads_a_store_it_cannot_write(read_only_dir: Path) -> None:
+    settings = SimpleNamespace(store_path=read_only_dir / "manyi.sqlite", data_dir=read_only_dir)
+
+    def read() -> str:
+        with open_store(settings, read_only=True) as store:
+            return f"{store.count('f')} {[q.key for q in store.quarantine('f')]}"
+
+    assert _as_nobody(read) == "2 ['q']"
+    assert sorted(p.name for p in read_only_dir.iterdir()) == ["manyi.sqlite"]  # no -wal left
+
+
+def test_writing_a_store_it_cannot_write_says_so(read_only_dir: Path) -> None:
+    def write() -> str:
+        with Store(read_only_dir / "manyi.sqlite", read_only_dir) as s:
+            s.write_page("central", "f", [rec("c")])
+        return "written"
+
+    line = _as_nobody(write)
+    assert line.startswith("error: ") and "\n" not in line, line
+    assert "cannot write the store" in line and "owned by root" in line
+    assert "mode 0555" in line and "chown/chmod" in line
+    assert "move the file aside" not in line and "rollback" not in line
+
+
+def test_a_missing_store_read_only_is_not_created(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"no store at .*: run `manyi pull` first"):
+        Store(tmp_path / "data" / "manyi.sqlite", tmp_path / "data", read_only=True)
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_read_only_store_is_not_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
+    for statement in MIGRATIONS[0]:
+        db.execute(statement)
+    db.execute("INSERT INTO schema_migrations VALUES (1, '2026-01-01T00:00:00.000Z')")
+    db.commit()
+    db.close()
+    with Store(path, tmp_path, read_only=True) as store:
+        assert store.schema_version == 1 and store.quarantine() == []
+        with pytest.raises(DataError):  # a write is refused, in one line
+            store.write_page("central", "f", [rec("a")])
+    with Store(path, tmp_path) as store:
+        assert store.schema_version == len(MIGRATIONS)
+
+
+def test_a_full_disk_is_one_line_and_the_page_leaves_nothing(store: Store) -> None:
+    store.write_page("central", "f", [rec("a")], cursor={"hwm": "1"})
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count = {pages + 1}")  # SQLITE_FULL for real
+    big = [rec(f"i{n}", "x" * 2000) for n in range(200)]
+    with pytest.raises(DataError) as e:
+        store.write_page("central", "f", big, cursor={"hwm": "2"})
+    assert "the disk is full" in str(e.value) and "rollback" not in str(e.value)
+    assert store.cursor("central", "f") == {"hwm": "1"} and store.count("f") == 1
+    store.db.execute("PRAGMA max_page_count = 1073741823")
+    assert store.write_page("central", "f", big, cursor={"hwm": "2"}).new == 200
+
+
+def test_quarantine_lists_reasons_and_how_often_seen(store: Store) -> None:
+    item = Quarantined("central", "f", "unknown form version '2'", "{}", "a")
+    store.write_page("central", "f", [], [item])
+    store.write_page("central", "f", [], [item])
+    store.write_page("kobo", "g", [], [Quarantined("kobo", "g", "bad", "{}", "b")])
+    (a,) = store.quarantine("f")
+    assert (a.source, a.form_id, a.key, a.reason, a.tries) == ("central", "f", "a", item.reason, 2)
+    assert a.first_seen_at <= a.last_seen_at
+    assert [q.key for q in store.quarantine()] == ["a", "b"]
+    assert [q.key for q in store.quarantine(source="kobo")] == ["b"]
