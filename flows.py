@@ -18,10 +18,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import Settings, load_settings
+from pipelines.config import SHANGHAI, TIMEZONE, Settings, load_settings
 from pipelines.errors import ManyiError, SourceError
 
-TIMEZONE = "Asia/Shanghai"
 HOURLY = "0 7-21 * * *"  # sync and refresh every hour of the working day
 MONTHLY = "0 8 1 * *"  # the dispatch report on the 1st at 08:00
 
@@ -158,7 +157,6 @@ def process(
     out: str | None = None,
 ) -> dict[str, Any]:
     """Tidy tables, checks, indicators, follow-up lists, the dispatch report and the maps."""
-    from pipelines.cli import SHANGHAI
 
     settings = _load(config, data_dir, outputs_dir=out)
     day = as_of or _today(SHANGHAI)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import folium
 import geopandas as gpd
@@ -35,10 +34,10 @@ from geo.coverage import CLASSES, classify, coverage_frame
 from geo.illustrative import NOTICE, illustrative_boundaries
 from geo.roads import illustrative_roads, load_roads
 from geo.villages import load_villages
+from pipelines.config import SHANGHAI
 from pipelines.errors import DataError
 from pipelines.privacy import scrub_text
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 # The plan's six domains: id used in file names -> Chinese name shown to users.
 DOMAINS = {
     "living_environment": "人居环境",

@@ -12,7 +12,6 @@ import traceback
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
-from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
@@ -20,10 +19,8 @@ from rich.table import Table
 from rich.text import Text
 from typer.exceptions import TyperException
 
-from pipelines.config import Settings, load_settings
+from pipelines.config import SHANGHAI, Settings, load_settings
 from pipelines.errors import ConfigError, FormError, ManyiError
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 app = typer.Typer(
     help="满意 manyi: field checks for the town's public-satisfaction plan.",

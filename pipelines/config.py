@@ -16,8 +16,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 from pipelines.errors import ConfigError, scrub
+
+# Every time a user sees is in the town's zone: one constant for the whole product.
+TIMEZONE = "Asia/Shanghai"
+SHANGHAI = ZoneInfo(TIMEZONE)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("demo", "central", "kobo", "files")

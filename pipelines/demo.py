@@ -32,7 +32,7 @@ from pipelines.records import Record
 from pipelines.report import ReportResult, write_report
 from pipelines.rosters import demo_rosters, write_rosters
 from pipelines.simulate import SimulatedYear, simulate_year
-from pipelines.sync import Progress, PullReport, pull
+from pipelines.sync import FormProgress, PullReport, pull
 
 DEMO_USER = "demo@manyi.invalid"
 DEMO_PROJECT = 1
@@ -145,7 +145,7 @@ def run_demo(
     *,
     seed: int = 0,
     on_step: Callable[[str], None] | None = None,
-    on_pull: Callable[[Progress], None] | None = None,
+    on_pull: Callable[[FormProgress], None] | None = None,
 ) -> DemoResult:
     """Build, simulate, serve, pull over HTTP and report; see the module docstring."""
     step = on_step or (lambda _: None)

@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -70,6 +69,7 @@ from geo.roads import SEGMENTS
 from geo.villages import Village, load_villages
 from pipelines import followups as fu
 from pipelines.checks import CHECKS, Checks, check_forms
+from pipelines.config import SHANGHAI
 from pipelines.errors import DataError
 from pipelines.indicators import (
     DONE,
@@ -87,7 +87,6 @@ from pipelines.rosters import Rosters, demo_rosters, load_rosters, validate_rost
 from pipelines.store import open_store
 from pipelines.tidy import TidyForm, tidy
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 NO_DATA = "暂无数据"
 EDITIONS = {"public": "公开版", "internal": "内部版"}
 BEHIND = (LAGGING, OVERDUE)

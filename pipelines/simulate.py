@@ -29,7 +29,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -39,11 +39,11 @@ from forms.schema import Field, FormSchema
 from geo.boundaries import Boundaries
 from geo.roads import SEGMENTS, illustrative_roads
 from geo.villages import Village
+from pipelines.config import SHANGHAI
 from pipelines.errors import DataError
 from pipelines.records import AttachmentRef, Record
 from pipelines.rosters import Rosters, id_check_digit, pick_lists
 
-_CST = timezone(timedelta(hours=8), "Asia/Shanghai")
 # Central's review states; "received" is no state at all (null)
 HAS_ISSUES, APPROVED, EDITED = "hasIssues", "approved", "edited"
 SLOW_SHARE = 0.15  # villages that fall behind on everything
@@ -1350,7 +1350,7 @@ class _Sim:
 
     # -- running --
     def run(self) -> SimulatedYear:
-        cutoff = datetime.combine(self.as_of, time(23, 59, 59, 999000), _CST)
+        cutoff = datetime.combine(self.as_of, time(23, 59, 59, 999000), SHANGHAI)
         drafts: dict[str, list[_Draft]] = {}
         for form_id, form in self.forms.items():
             rng = random.Random(f"{self.seed}/{form_id}")  # noqa: S311
@@ -1387,7 +1387,7 @@ class _Sim:
     def _fill(self, form: _Form, visit: _Visit, rng: random.Random) -> _Draft:
         rule = form.rule
         hour = rng.uniform(*rule.hours)
-        start = datetime.combine(visit.filled, time(0), _CST) + timedelta(hours=hour)
+        start = datetime.combine(visit.filled, time(0), SHANGHAI) + timedelta(hours=hour)
         start = start.replace(microsecond=rng.randrange(1000) * 1000)
         end = start + timedelta(minutes=rng.uniform(*rule.minutes))
         if rng.random() < 0.85:
@@ -1495,7 +1495,7 @@ class _Sim:
         typed each in another way (:data:`_TYPED`): the demo's outputs then exercise the
         masker. Chosen among the first half year's, whatever the as-of date, so an earlier
         as-of date sees the same ones and any report from July on shows them all."""
-        half = datetime.combine(date(self.year, 7, 1), time(0), _CST)
+        half = datetime.combine(date(self.year, 7, 1), time(0), SHANGHAI)
         rng = random.Random(f"{self.seed}/numbers")  # noqa: S311 (invented numbers)
         eligible: list[tuple[_Draft, str]] = []
         for form_id, name, when in _NOTE_FIELDS:
@@ -1527,7 +1527,7 @@ class _Sim:
                     continue  # never rectified: overdue once its day passes
                 due = date.fromisoformat(item[fu.due])
                 day = max(d.submitted.date() + timedelta(days=1), due - timedelta(days=rng.randint(0, 6)))  # fmt: skip
-                closed.append((item, datetime.combine(day, time(0), _CST) + timedelta(hours=rng.uniform(8, 18))))  # fmt: skip
+                closed.append((item, datetime.combine(day, time(0), SHANGHAI) + timedelta(hours=rng.uniform(8, 18))))  # fmt: skip
             if closed:  # this submission's story is its follow-up, whatever the cut-off
                 for item, when in closed:
                     if when <= cutoff:

@@ -100,7 +100,9 @@ class PullReport:
 
 
 @dataclass(frozen=True)
-class Progress:
+class FormProgress:
+    """How far one form's pull has got, for progress bars (not the plan's progress)."""
+
     form_id: str
     pages: int
     rows: int
@@ -108,7 +110,7 @@ class Progress:
     done: bool = False
 
 
-ProgressCallback = Callable[[Progress], None]
+ProgressCallback = Callable[[FormProgress], None]
 
 
 def open_source(
@@ -189,7 +191,7 @@ def pull(
                 result.seconds = round(time.monotonic() - started, 3)
                 if progress_callback:
                     progress_callback(
-                        Progress(form_id, result.pages, result.rows, result.attachments, True)
+                        FormProgress(form_id, result.pages, result.rows, result.attachments, True)
                     )
         if first_error is not None and all(f.error for f in report.forms):
             raise first_error
@@ -270,7 +272,7 @@ def _pull_form(
             fetcher.submit(page.records)
             result.attachments += fetcher.drain()
             if progress:
-                progress(Progress(form_id, result.pages, result.rows, result.attachments))
+                progress(FormProgress(form_id, result.pages, result.rows, result.attachments))
         result.attachments += fetcher.drain(wait=True)
 
 

@@ -44,9 +44,10 @@ import numpy as np
 import pandas as pd
 
 from forms.schema import Field, FormSchema
+from pipelines.config import TIMEZONE
 from pipelines.records import Record
 
-TZ = "Asia/Shanghai"
+TZ = TIMEZONE
 RECORD_COLUMNS = ("instance_id", "form_version", "submitted_at", "updated_at", "review_state")
 _SKIP = {"instanceID"}  # the record's instance_id already holds it
 _GEO_PARTS = ("lat", "lon", "altitude", "accuracy")  # XForm order of a geopoint's text
