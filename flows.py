@@ -94,7 +94,7 @@ def build_task(settings: Settings) -> list[str]:
 
 @task(cache_policy=NO_CACHE)
 def report_task(settings: Settings, as_of: date) -> dict[str, Any]:
-    from pipelines.report import write_report
+    from pipelines.reports.report import write_report
 
     result = write_report(settings, as_of, settings.outputs_dir)
     return {
@@ -109,9 +109,9 @@ def report_task(settings: Settings, as_of: date) -> dict[str, Any]:
 @task(cache_policy=NO_CACHE)
 def publish_task(settings: Settings, to: str, form_ids: list[str] | None) -> dict[str, list[str]]:
     if to == "central":
-        from pipelines.central import publish
+        from pipelines.sources.central import publish
     elif to == "kobo":
-        from pipelines.kobo import publish
+        from pipelines.sources.kobo import publish
     else:
         raise SourceError(f"publish to 'central' or 'kobo', not {to!r}")
     return asdict(publish(settings, form_ids, settings.build_dir))
@@ -179,7 +179,7 @@ def town_cycle(
         synced = sync_all(config, data_dir)
         return {"sync": synced, "process": process(config, data_dir, as_of, out)}
 
-    from pipelines.demo import serve_demo
+    from pipelines.demo.run import serve_demo
 
     with serve_demo(settings, as_of, settings.outputs_dir) as demo, _environment(demo.env):
         demo_dir = str(demo.settings.data_dir)
@@ -203,8 +203,8 @@ def publish_forms(
 @task(cache_policy=NO_CACHE)
 def town_task(config: str, as_of: date | None = None) -> dict[str, Any]:
     """One town's whole cycle as a single task, so a Dask worker can run it on its own."""
-    from pipelines.demo import run_demo
-    from pipelines.report import write_report
+    from pipelines.demo.run import run_demo
+    from pipelines.reports.report import write_report
     from pipelines.sync import pull
 
     settings = _load(config)

@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pandas as pd
 import requests
 
-from pipelines._http import RetryPolicy
-from pipelines.central_standin import CentralStandIn, seed_synthetic
 from pipelines.config import load_settings
+from pipelines.demo.central_server import CentralStandIn, seed_synthetic
+from pipelines.sources._http import RetryPolicy
 from pipelines.sync import pull
 
 FORM = "bench"

@@ -224,7 +224,7 @@ def build(work: Path, n: int) -> dict:
     from forms.schema import load_schema
     from geo.illustrative import illustrative_boundaries
     from geo.villages import load_villages
-    from pipelines.rosters import demo_rosters, write_rosters
+    from pipelines.analysis.rosters import demo_rosters, write_rosters
     from pipelines.store import open_store
 
     settings = _settings(work)
@@ -265,7 +265,7 @@ def _settings(work: Path):
 
 
 def phase_report(work: Path) -> dict:
-    from pipelines.report import write_report
+    from pipelines.reports.report import write_report
 
     result = write_report(_settings(work), AS_OF)
     return {

@@ -34,9 +34,9 @@ from geo.coverage import CLASSES, classify, coverage_frame
 from geo.illustrative import NOTICE, illustrative_boundaries
 from geo.roads import illustrative_roads, load_roads
 from geo.villages import load_villages
+from pipelines.analysis.privacy import scrub_text
 from pipelines.config import SHANGHAI
 from pipelines.errors import DataError
-from pipelines.privacy import scrub_text
 
 # The plan's six domains: id used in file names -> Chinese name shown to users.
 DOMAINS = {

@@ -126,9 +126,9 @@ def forms_publish(
     """Create or update each built form (and its roster attachments) on ODK Central or KoboToolbox."""
     s = _settings(ctx, build_dir=build_dir)
     if to == "central":
-        from pipelines.central import publish
+        from pipelines.sources.central import publish
     elif to == "kobo":
-        from pipelines.kobo import publish
+        from pipelines.sources.kobo import publish
     else:
         raise ConfigError(f"--to {to!r}: publish to 'central' or 'kobo'")
     with err.status(f"publishing to {to}…"):
@@ -325,7 +325,7 @@ def report(
     ] = None,
 ) -> None:
     """Progress, data checks, follow-up lists, the dispatch report (public + internal) and the maps."""
-    from pipelines.report import write_report
+    from pipelines.reports.report import write_report
 
     s = _settings(ctx, outputs_dir=out_dir)
     day = _as_of(as_of)
@@ -358,7 +358,7 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated year.")] = 0,
 ) -> None:
     """Build the forms, simulate a plan year, serve it as ODK Central, pull it and write every output."""
-    from pipelines.demo import run_demo
+    from pipelines.demo.run import run_demo
 
     s = _settings(ctx, outputs_dir=out_dir)
     day = _as_of(as_of) if as_of else None
@@ -409,7 +409,7 @@ def _line(text: object) -> str:
 
 
 def _scrub(text: str) -> str:
-    from pipelines._http import scrub
+    from pipelines.errors import scrub
 
     secrets = tuple(os.environ.get(name, "") for name in _SECRET_ENV)
     return scrub(text, secrets)

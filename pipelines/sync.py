@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines._http import RetryNotice, RetryPolicy
 from pipelines.errors import ConfigError, DataError, ManyiError, SourceError
 from pipelines.records import Quarantined, Record, printable
+from pipelines.sources._http import RetryNotice, RetryPolicy
 from pipelines.store import Blob, PageCounts, Store, StoreError, open_store
 
 SOURCES = ("central", "kobo", "files")
@@ -123,11 +123,11 @@ def open_source(
 ) -> Any:
     """The source object for ``source`` (central, kobo or files)."""
     if source == "central":
-        from pipelines.central import CentralSource
+        from pipelines.sources.central import CentralSource
 
         return CentralSource(settings, policy=policy, page_size=page_size)
     if source == "kobo":
-        from pipelines.kobo import KoboSource
+        from pipelines.sources.kobo import KoboSource
 
         # Forms published by `manyi forms publish --to kobo` are found by their form id.
         aliases = {k: v.remote_id for k, v in store.published("kobo").items()} if store else {}
@@ -139,7 +139,7 @@ def open_source(
             titles=_titles(settings),
         )
     if source == "files":
-        from pipelines.files import FilesSource
+        from pipelines.sources.files import FilesSource
 
         if path is None:
             raise ConfigError("`--source files` needs --path: an export zip/xlsx or a folder")

@@ -119,7 +119,7 @@ def test_report_with_a_bad_date_is_one_line(capsys) -> None:
 
 
 def test_publish_then_pull_through_the_cli(tmp_path: Path, monkeypatch, capsys) -> None:
-    from pipelines.central_standin import CentralStandIn
+    from pipelines.demo.central_server import CentralStandIn
     from tests.pipelines._built import FORM, build
 
     password = "cli-Secret-pw-123"

@@ -15,7 +15,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 import flows
 from geo.villages import load_villages
-from pipelines.plan import load_plan
+from pipelines.analysis.plan import load_plan
 from tests.helpers import REPO
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from geo.illustrative import NOTICE, illustrative_boundaries
 from geo.maps import DOMAINS, draw_maps, write_index
+from pipelines.analysis.privacy import find_unmasked
 from pipelines.config import Secret, Settings
 from pipelines.errors import DataError
-from pipelines.privacy import find_unmasked
 
 XSS = "<img src=x onerror=alert(1)>"
 # Anything the browser would fetch: scripts, stylesheets, images, frames, CSS url()/@import.

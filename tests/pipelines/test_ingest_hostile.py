@@ -24,17 +24,17 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
-from pipelines import files
-from pipelines.central_standin import CentralStandIn, seed_synthetic
 from pipelines.config import load_settings
+from pipelines.demo.central_server import CentralStandIn, seed_synthetic
 from pipelines.errors import DataError
-from pipelines.files import FilesSource
 from pipelines.records import AttachmentRef, Quarantined, Record, storable
+from pipelines.sources import files
+from pipelines.sources.files import FilesSource
 from pipelines.store import Store, StoreError, open_store
 from pipelines.sync import pull
 from tests.helpers import REPO
-from tests.pipelines.test_central import FAST, PASSWORD
-from tests.pipelines.test_central import settings_for as central_settings
+from tests.pipelines.sources.test_central import FAST, PASSWORD
+from tests.pipelines.sources.test_central import settings_for as central_settings
 
 DATA = REPO / "tests" / "data" / "pipelines"
 EXPORT = DATA / "sanitation_sweep.csv.zip"

@@ -51,7 +51,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from openpyxl import load_workbook
 
-from pipelines.central_standin import Fault, LoopbackServer
+from pipelines.demo.central_server import Fault, LoopbackServer
 
 TOKEN = "3a8da043dd1b669688dae523b015177a1d4201d5"
 

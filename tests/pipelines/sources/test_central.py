@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from pipelines._http import RetryPolicy
-from pipelines.central import publish as central_publish
-from pipelines.central_standin import CentralStandIn, Fault, seed_synthetic
 from pipelines.cli import main
 from pipelines.config import load_settings
+from pipelines.demo.central_server import CentralStandIn, Fault, seed_synthetic
 from pipelines.errors import ConfigError, SourceError
+from pipelines.sources._http import RetryPolicy
+from pipelines.sources.central import publish as central_publish
 from pipelines.store import open_store
 from pipelines.sync import _default_forms, pull
 from tests.helpers import CENTRAL_FIXTURES, REPO

@@ -25,13 +25,13 @@ from forms.schema import FormSchema, load_schema
 from geo.boundaries import load_boundaries
 from geo.illustrative import illustrative_boundaries
 from geo.villages import load_villages
-from pipelines.central_standin import CentralStandIn
+from pipelines.analysis.rosters import demo_rosters, write_rosters
 from pipelines.config import Secret, Settings
+from pipelines.demo.central_server import CentralStandIn
+from pipelines.demo.simulate import SimulatedYear, simulate_year
 from pipelines.errors import FormError
 from pipelines.records import Record
-from pipelines.report import ReportResult, write_report
-from pipelines.rosters import demo_rosters, write_rosters
-from pipelines.simulate import SimulatedYear, simulate_year
+from pipelines.reports.report import ReportResult, write_report
 from pipelines.sync import FormProgress, PullReport, pull
 
 DEMO_USER = "demo@manyi.invalid"

@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 from geo.villages import Village
-from pipelines.plan import Indicator, Plan
-from pipelines.rosters import Rosters
-from pipelines.tidy import TidyForm
+from pipelines.analysis.plan import Indicator, Plan
+from pipelines.analysis.rosters import Rosters
+from pipelines.analysis.tidy import TidyForm
 
 DONE, ON_TRACK, LAGGING, OVERDUE = "已完成", "进度正常", "滞后", "逾期"
 STATUSES = (DONE, ON_TRACK, LAGGING, OVERDUE)
@@ -376,7 +376,7 @@ def compute_progress(
 ) -> Progress:
     """Every indicator of ``plan`` (or those in ``only``) at ``as_of``, as one tidy table.
 
-    ``forms`` maps form_id to its tidy tables (:func:`pipelines.tidy.tidy`); a form missing
+    ``forms`` maps form_id to its tidy tables (:func:`pipelines.analysis.tidy.tidy`); a form missing
     there simply has no data yet.
     """
     frames = [

@@ -11,11 +11,11 @@ import pytest
 from forms.build import build_forms
 from forms.schema import load_schema
 from geo.villages import Village, load_villages
-from pipelines.followups import follow_ups
-from pipelines.indicators import DONE, LAGGING, ON_TRACK, OVERDUE, compute_progress
-from pipelines.plan import load_plan
-from pipelines.rosters import Rosters, validate_roster
-from pipelines.tidy import TidyForm, tidy
+from pipelines.analysis.followups import follow_ups
+from pipelines.analysis.indicators import DONE, LAGGING, ON_TRACK, OVERDUE, compute_progress
+from pipelines.analysis.plan import load_plan
+from pipelines.analysis.rosters import Rosters, validate_roster
+from pipelines.analysis.tidy import TidyForm, tidy
 from tests.helpers import REPO, VILLAGES
 
 FORMS = [

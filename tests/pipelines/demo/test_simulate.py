@@ -22,12 +22,12 @@ from geo.boundaries import Boundaries
 from geo.illustrative import illustrative_boundaries
 from geo.roads import SEGMENTS, illustrative_roads
 from geo.villages import Village, load_villages
-from pipelines.indicators import DONE, LAGGING, ON_TRACK, OVERDUE, compute_progress
-from pipelines.plan import load_plan
+from pipelines.analysis.indicators import DONE, LAGGING, ON_TRACK, OVERDUE, compute_progress
+from pipelines.analysis.plan import load_plan
+from pipelines.analysis.rosters import Rosters, demo_rosters, pick_lists
+from pipelines.analysis.tidy import tidy
+from pipelines.demo.simulate import SimulatedYear, simulate_year
 from pipelines.records import Record
-from pipelines.rosters import Rosters, demo_rosters, pick_lists
-from pipelines.simulate import SimulatedYear, simulate_year
-from pipelines.tidy import tidy
 from tests.helpers import REPO, VILLAGES
 
 YEAR = 2023

@@ -39,10 +39,10 @@ from forms.schema import Field, FormSchema
 from geo.boundaries import Boundaries
 from geo.roads import SEGMENTS, illustrative_roads
 from geo.villages import Village
+from pipelines.analysis.rosters import Rosters, id_check_digit, pick_lists
 from pipelines.config import SHANGHAI
 from pipelines.errors import DataError
 from pipelines.records import AttachmentRef, Record
-from pipelines.rosters import Rosters, id_check_digit, pick_lists
 
 # Central's review states; "received" is no state at all (null)
 HAS_ISSUES, APPROVED, EDITED = "hasIssues", "approved", "edited"

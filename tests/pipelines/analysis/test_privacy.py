@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.privacy import (
+from pipelines.analysis.privacy import (
     find_unmasked,
     mask_id_number,
     mask_name,
@@ -21,7 +21,7 @@ from pipelines.privacy import (
     mask_series,
     scrub_text,
 )
-from pipelines.rosters import id_check_digit
+from pipelines.analysis.rosters import id_check_digit
 
 
 def test_id_number_keeps_first_six_and_last_four() -> None:

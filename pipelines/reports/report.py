@@ -12,10 +12,10 @@ Layout under the outputs folder (``--out``, default ``settings.outputs_dir``)::
         数据质量_2023-06-30.xlsx / .csv          flagged rows, one sheet per form
         photos/                                  the photos of the findings on the maps
 
-Steps: store → :func:`pipelines.tidy.tidy` (form by form, so only one form's records are
-in memory at a time) → :func:`pipelines.indicators.compute_progress` (at the as-of date and
-at the end of the previous month, for "completed this month") → :func:`pipelines.checks.check_forms`
-→ :func:`pipelines.followups.follow_ups` → files → :func:`geo.maps.draw_maps` → index.
+Steps: store → :func:`pipelines.analysis.tidy.tidy` (form by form, so only one form's records are
+in memory at a time) → :func:`pipelines.analysis.indicators.compute_progress` (at the as-of date and
+at the end of the previous month, for "completed this month") → :func:`pipelines.analysis.checks.check_forms`
+→ :func:`pipelines.analysis.followups.follow_ups` → files → :func:`geo.maps.draw_maps` → index.
 
 Maps link each open finding (a pile, a lamp, a piece of equipment) to its photo: the stored
 attachment (``<data_dir>/attachments``, by content) is copied into ``<as_of>/photos/`` under
@@ -67,11 +67,9 @@ from geo.illustrative import NOTICE, illustrative_boundaries
 from geo.maps import DOMAINS, MapsResult, draw_maps, write_index
 from geo.roads import SEGMENTS
 from geo.villages import Village, load_villages
-from pipelines import followups as fu
-from pipelines.checks import CHECKS, Checks, check_forms
-from pipelines.config import SHANGHAI
-from pipelines.errors import DataError
-from pipelines.indicators import (
+from pipelines.analysis import followups as fu
+from pipelines.analysis.checks import CHECKS, Checks, check_forms
+from pipelines.analysis.indicators import (
     DONE,
     LAGGING,
     ON_TRACK,
@@ -80,12 +78,14 @@ from pipelines.indicators import (
     compute_progress,
     latest_rows,
 )
-from pipelines.plan import Indicator, Plan, check_against_forms, load_plan
-from pipelines.privacy import scrub_text
-from pipelines.rosters import COLUMNS as ROSTER_COLUMNS
-from pipelines.rosters import Rosters, demo_rosters, load_rosters, validate_roster
+from pipelines.analysis.plan import Indicator, Plan, check_against_forms, load_plan
+from pipelines.analysis.privacy import scrub_text
+from pipelines.analysis.rosters import COLUMNS as ROSTER_COLUMNS
+from pipelines.analysis.rosters import Rosters, demo_rosters, load_rosters, validate_roster
+from pipelines.analysis.tidy import TidyForm, tidy
+from pipelines.config import SHANGHAI
+from pipelines.errors import DataError
 from pipelines.store import open_store
-from pipelines.tidy import TidyForm, tidy
 
 NO_DATA = "暂无数据"
 EDITIONS = {"public": "公开版", "internal": "内部版"}
@@ -102,7 +102,7 @@ def _shown(text: str) -> str:
     here: control characters dropped (no XLSX can hold them, and a NUL between digits would
     hide a number from the masker), lone surrogates shown as U+FFFD (no UTF-8 file can hold
     them), then every ID number and mobile masked by the one masker,
-    :func:`pipelines.privacy.scrub_text`."""
+    :func:`pipelines.analysis.privacy.scrub_text`."""
     text = ILLEGAL_CHARACTERS_RE.sub("", _SURROGATES.sub("\ufffd", text))
     return scrub_text(text)
 
@@ -137,7 +137,7 @@ class ReportResult:
     submissions: int  # live submissions read from the store
     progress: Progress
     checks: Checks
-    followups: pd.DataFrame  # :data:`pipelines.followups.COLUMNS`, masked
+    followups: pd.DataFrame  # :data:`pipelines.analysis.followups.COLUMNS`, masked
     warnings: tuple[str, ...] = ()
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> seconds
     quarantined: int = 0  # records in the store's quarantine (listed in the data-quality sheets)
@@ -362,7 +362,7 @@ def _load(settings) -> _Data:
 
 
 def _schemas(build_dir: Path, form_id: str) -> list[FormSchema]:
-    """Every version of the form's schema that is known, for :func:`pipelines.tidy.tidy` to
+    """Every version of the form's schema that is known, for :func:`pipelines.analysis.tidy.tidy` to
     combine. The build folder keeps the JSON of the current build only (``manyi forms build``
     overwrites it), so today that is one schema; records of older versions still tidy, and a
     field only they had is kept as text (see :func:`_unknown_versions`)."""
@@ -1112,7 +1112,7 @@ def _map_domain(plan: Plan, key: str) -> str | None:
 
 def _road_rows(data: _Data, year: int, as_of: date) -> pd.DataFrame:
     """Each road's progress, from the same latest reports the road and lighting indicators
-    read (:func:`pipelines.indicators.latest_rows`)."""
+    read (:func:`pipelines.analysis.indicators.latest_rows`)."""
     rows = []
     roads = data.forms.get("road_progress")
     planned = {s.segment_id: s.planned_km for s in SEGMENTS if s.planned_km}

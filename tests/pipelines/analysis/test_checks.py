@@ -12,11 +12,11 @@ from forms.build import build_forms
 from forms.schema import load_schema
 from geo.illustrative import illustrative_boundaries
 from geo.villages import load_villages
-from pipelines.checks import CHECKS, check_forms
-from pipelines.privacy import find_unmasked
+from pipelines.analysis.checks import CHECKS, check_forms
+from pipelines.analysis.privacy import find_unmasked
+from pipelines.analysis.rosters import Rosters, validate_roster
+from pipelines.analysis.tidy import TidyForm, tidy
 from pipelines.records import Record
-from pipelines.rosters import Rosters, validate_roster
-from pipelines.tidy import TidyForm, tidy
 from tests.helpers import REPO, VILLAGES
 
 FORMS = ["sanitation_sweep", "home_visit", "culture_event", "police_monthly"]

@@ -3,7 +3,7 @@
 * Configuration: ``MANYI_CENTRAL_URL/USER/PASSWORD/PROJECT`` (via :class:`Settings`), else
   pyodk's own TOML file (``PYODK_CONFIG_FILE``, default ``~/.pyodk_config.toml``), read
   through pyodk's public ``Client``. Every request, publishing too, goes through our retry
-  loop (:func:`pipelines._http.request`): pyodk's own requests log a server's whole error
+  loop (:func:`pipelines.sources._http.request`): pyodk's own requests log a server's whole error
   body, which may echo our token, and its endpoint classes are private.
 * Pull: ``Submissions?$top=N&$expand=*`` following ``@odata.nextLink`` (pyodk's get_table does
   not follow it). Incremental on ``__system/submissionDate``/``__system/updatedAt`` so edits and
@@ -42,15 +42,6 @@ import requests
 from pyodk import Client
 from pyodk.errors import PyODKError
 
-from pipelines._http import (
-    RetryPolicy,
-    error_detail,
-    fetch_file,
-    json_body,
-    request,
-    response_error,
-    server_time,
-)
 from pipelines.config import check_server_url
 from pipelines.errors import ConfigError, SourceError
 from pipelines.records import (
@@ -63,6 +54,15 @@ from pipelines.records import (
     geojson_to_xform,
     now_utc,
     utc_text,
+)
+from pipelines.sources._http import (
+    RetryPolicy,
+    error_detail,
+    fetch_file,
+    json_body,
+    request,
+    response_error,
+    server_time,
 )
 
 NAME = "central"

@@ -2,7 +2,7 @@
 ``tests/data/central`` (recorded from ODK Central backend v2026.2) and its README's
 observations. The demo serves its simulated year from it over loopback, so the demo
 exercises the real pull code; the tests use it with faults injected, and
-``tests/pipelines/test_central_conformance.py`` replays every recorded GET against it and
+``tests/pipelines/demo/test_central_conformance.py`` replays every recorded GET against it and
 compares status, error code, the keys of the JSON bodies and the element names of the XML.
 
 * Auth: ``POST /v1/sessions`` → token, ``DELETE /v1/sessions/<token>`` logs out;
@@ -24,7 +24,7 @@ compares status, error code, the keys of the JSON bodies and the element names o
   XForm), ``Submissions`` newest first with ``$top`` paging (an absolute
   ``@odata.nextLink`` carrying ``%24skiptoken=01<base64 {"instanceId"}>``), ``$skip``,
   ``$count``, ``$select``, ``$orderby``, ``$wkt``, ``$expand=*`` (repeat rows with
-  ``__id``, no parent key), ``$filter`` (see :mod:`pipelines._odata_filter`); single
+  ``__id``, no parent key), ``$filter`` (see :mod:`pipelines.demo._odata_filter`); single
   entities ``Submissions('<id>')`` and their repeats; ``Submissions.<repeat>`` tables with
   ``__Submissions-id``; geo as GeoJSON. Repeat ``__id`` values are Central's own hash.
   Deleted submissions are left out unless the filter mentions ``__system/deletedAt``.
@@ -61,7 +61,7 @@ from typing import Any, Self
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
-from pipelines._odata_filter import FilterError, compile_filter
+from pipelines.demo._odata_filter import FilterError, compile_filter
 
 EPOCH = datetime(2026, 11, 29, 0, 19, 28, 735000, tzinfo=UTC)
 ADMIN_ID = 5  # the admin's actor id in the recordings (submitterId "5")

@@ -20,7 +20,7 @@ kind                       open when                                     deadlin
 An item leaves the list when its submission is edited (e.g. the finding set to 已清理) or a
 later submission about the same subject no longer reports it. Submissions count from 01-01 of
 the plan year to the as-of date, and "latest" is chosen by
-:func:`pipelines.indicators.latest_rows`, the rule the indicators use, so an item and the
+:func:`pipelines.analysis.indicators.latest_rows`, the rule the indicators use, so an item and the
 indicator it holds back read the same submission.
 
 Items of findings carry the ``photo`` taken with them (the attachment's file name, as the form
@@ -28,7 +28,7 @@ stores it) so the maps can link it; it is not shown in the lists.
 
 Personal data is masked when the item is made, so no later step can leak it: names become the
 surname plus ``*``, ID numbers 6 + ``********`` + 4, phones 3 + ``****`` + 4, and ID numbers or
-phones typed into free text are masked too: :func:`pipelines.privacy.scrub_text` goes over
+phones typed into free text are masked too: :func:`pipelines.analysis.privacy.scrub_text` goes over
 every text column of the items (all of :data:`COLUMNS` but the photo's file name), not a list
 of the columns known to hold free text, so a column added later is masked as well.
 """
@@ -44,11 +44,11 @@ import pandas as pd
 
 from forms.schema import FormSchema
 from geo.villages import Village
-from pipelines.indicators import latest_rows, plan_rows
-from pipelines.plan import Plan
-from pipelines.privacy import mask_id_number, mask_name, mask_phone, scrub_text
-from pipelines.rosters import PERSONAL, Rosters
-from pipelines.tidy import TidyForm
+from pipelines.analysis.indicators import latest_rows, plan_rows
+from pipelines.analysis.plan import Plan
+from pipelines.analysis.privacy import mask_id_number, mask_name, mask_phone, scrub_text
+from pipelines.analysis.rosters import PERSONAL, Rosters
+from pipelines.analysis.tidy import TidyForm
 
 COLUMNS = (
     "liaison_group",

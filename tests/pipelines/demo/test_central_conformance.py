@@ -30,7 +30,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.central_standin import RECORDED_FORMS, CentralStandIn
+from pipelines.demo.central_server import RECORDED_FORMS, CentralStandIn
 from tests.helpers import CENTRAL_FIXTURES
 
 

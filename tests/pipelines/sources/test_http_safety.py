@@ -25,11 +25,11 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines._http import RetryNotice, RetryPolicy, request, scrub
-from pipelines.central_standin import LoopbackServer
 from pipelines.cli import main
 from pipelines.config import load_settings
+from pipelines.demo.central_server import LoopbackServer
 from pipelines.errors import ConfigError, SourceError
+from pipelines.sources._http import RetryNotice, RetryPolicy, request, scrub
 from pipelines.sync import pull
 
 PASSWORD = "pw-Sekr3t:@/?#%!"
@@ -441,7 +441,7 @@ def test_the_cli_refuses_a_url_with_user_info_without_printing_it(
 def test_pyodks_config_file_is_read_and_a_url_with_credentials_in_it_refused(
     tmp_path: Path,
 ) -> None:
-    from pipelines.central import central_config
+    from pipelines.sources.central import central_config
 
     path = tmp_path / "pyodk_config.toml"
     s = load_settings({"data_dir": tmp_path / "data"}, env={})

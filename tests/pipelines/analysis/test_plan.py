@@ -7,8 +7,8 @@ from datetime import date
 
 import pytest
 
+from pipelines.analysis.plan import PLAN_FILE, load_plan, parse_plan
 from pipelines.errors import ConfigError
-from pipelines.plan import PLAN_FILE, load_plan, parse_plan
 
 
 def _table() -> dict:

@@ -247,7 +247,7 @@ def parse_plan(table: dict[str, Any], path: Path | None = None) -> Plan:
 
 
 def load_plan(path: Path | str | None = None) -> Plan:
-    """Read and validate the plan file (default: ``pipelines/plan.toml``)."""
+    """Read and validate the plan file (default: ``pipelines/analysis/plan.toml``)."""
     path = Path(path) if path is not None else PLAN_FILE
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8"))

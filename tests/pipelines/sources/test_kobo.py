@@ -14,18 +14,18 @@ import pytest
 import requests
 from openpyxl import load_workbook
 
-from pipelines._http import RetryPolicy
-from pipelines.central_standin import Fault
 from pipelines.cli import main
 from pipelines.config import load_settings
+from pipelines.demo.central_server import Fault
 from pipelines.errors import SourceError
-from pipelines.kobo import publish as kobo_publish
+from pipelines.sources._http import RetryPolicy
+from pipelines.sources.kobo import publish as kobo_publish
 from pipelines.store import open_store
 from pipelines.sync import pull
 from tests.helpers import KOBO_FIXTURES, REPO
 from tests.pipelines._built import FORM as FORM_P
 from tests.pipelines._built import TITLE, build
-from tests.pipelines.test_central import KillAt, Portal, one_line_error, run_killed
+from tests.pipelines.sources.test_central import KillAt, Portal, one_line_error, run_killed
 from tests.standins.kobo_server import TOKEN, KoboStandIn
 
 FIXTURES = KOBO_FIXTURES
@@ -299,7 +299,7 @@ def test_several_forms_and_a_repeat_inside_a_group(kobo, tmp_path: Path) -> None
     with open_store(s) as store:
         (rec,) = store.records("grouped")
         assert store.cursor("kobo", "grouped") == {"last_id": row["_id"]}
-    # the same canonical shape as Central's (tests/pipelines/test_central.py GROUPED)
+    # the same canonical shape as Central's (tests/pipelines/sources/test_central.py GROUPED)
     assert rec.data == {
         "details": {
             "site": "东村",

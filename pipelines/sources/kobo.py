@@ -37,15 +37,6 @@ from urllib.parse import urlencode
 
 import requests
 
-from pipelines._http import (
-    RetryPolicy,
-    error_detail,
-    fetch_file,
-    json_body,
-    quoted,
-    request,
-    response_error,
-)
 from pipelines.errors import ConfigError, SourceError
 from pipelines.records import (
     AttachmentRef,
@@ -55,6 +46,15 @@ from pipelines.records import (
     Record,
     built_forms,
     utc_text,
+)
+from pipelines.sources._http import (
+    RetryPolicy,
+    error_detail,
+    fetch_file,
+    json_body,
+    quoted,
+    request,
+    response_error,
 )
 from pipelines.store import Known, Published, Store, open_store
 

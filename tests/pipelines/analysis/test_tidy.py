@@ -10,8 +10,8 @@ import pytest
 
 from forms.build import build_forms
 from forms.schema import Field, FormSchema, load_schema
+from pipelines.analysis.tidy import display_frame, tidy
 from pipelines.records import Record
-from pipelines.tidy import display_frame, tidy
 from tests.helpers import REPO, VILLAGES
 
 V1, V2 = "370481115200", "370481115201"

@@ -9,8 +9,7 @@ import pandas.testing as pdt
 import pytest
 
 from geo.villages import load_villages
-from pipelines.errors import DataError
-from pipelines.rosters import (
+from pipelines.analysis.rosters import (
     demo_rosters,
     id_check_digit,
     load_roster,
@@ -19,6 +18,7 @@ from pipelines.rosters import (
     valid_id_number,
     write_rosters,
 )  # fmt: skip
+from pipelines.errors import DataError
 from tests.helpers import REPO
 
 CODES = [v.code for v in load_villages()]

@@ -14,7 +14,7 @@ Checks, each with a stable id (:data:`CHECKS`):
 - ``overdue_finding``: a finding still to be rectified after its rectify-by date.
 
 Reasons quote what was typed (a title, a place name, a roster ID that does not exist), so each
-quoted value and each whole reason goes through :func:`pipelines.privacy.scrub_text` and is
+quoted value and each whole reason goes through :func:`pipelines.analysis.privacy.scrub_text` and is
 cut short when built: a phone or ID number typed into a title never reaches the quality sheet.
 The other text columns (the record's id, the village code as typed) are masked too.
 
@@ -36,9 +36,9 @@ from geo.boundaries import Boundaries
 from geo.coverage import locate_points
 from geo.illustrative import illustrative_boundaries
 from geo.villages import Village
-from pipelines.privacy import scrub_text
-from pipelines.rosters import Rosters, pick_lists
-from pipelines.tidy import TidyForm
+from pipelines.analysis.privacy import scrub_text
+from pipelines.analysis.rosters import Rosters, pick_lists
+from pipelines.analysis.tidy import TidyForm
 
 CHECKS: dict[str, str] = {
     "gps_accuracy": "GPS 精度不足",

@@ -21,13 +21,13 @@ from forms.build import build_forms
 from forms.schema import load_schema
 from geo.illustrative import illustrative_boundaries
 from geo.villages import load_villages
+from pipelines.analysis.privacy import find_unmasked
+from pipelines.analysis.rosters import Rosters, id_check_digit, validate_roster, write_rosters
 from pipelines.cli import main
 from pipelines.config import Settings
 from pipelines.errors import DataError
-from pipelines.privacy import find_unmasked
 from pipelines.records import Record
-from pipelines.report import ReportResult, write_report
-from pipelines.rosters import Rosters, id_check_digit, validate_roster, write_rosters
+from pipelines.reports.report import ReportResult, write_report
 from pipelines.store import open_store
 from tests.helpers import REPO, VILLAGES
 
