@@ -86,7 +86,9 @@ def build_task(settings: Settings) -> list[str]:
     from forms.build import build_forms
     from pipelines.errors import FormError
 
-    report = build_forms(settings.forms_dir, settings.build_dir, settings.villages)
+    report = build_forms(
+        settings.forms_dir, settings.build_dir, settings.villages, plan_path=settings.plan
+    )
     if report.problems:
         raise FormError(report.problems)
     return [b.form_id for b in report.built]
@@ -94,9 +96,9 @@ def build_task(settings: Settings) -> list[str]:
 
 @task(cache_policy=NO_CACHE)
 def report_task(settings: Settings, as_of: date) -> dict[str, Any]:
-    from pipelines.reports.report import write_report
+    from pipelines.reports import refresh_outputs
 
-    result = write_report(settings, as_of, settings.outputs_dir)
+    result = refresh_outputs(settings, as_of, settings.outputs_dir)
     return {
         "as_of": result.as_of.isoformat(),
         "submissions": result.submissions,
@@ -109,9 +111,9 @@ def report_task(settings: Settings, as_of: date) -> dict[str, Any]:
 @task(cache_policy=NO_CACHE)
 def publish_task(settings: Settings, to: str, form_ids: list[str] | None) -> dict[str, list[str]]:
     if to == "central":
-        from pipelines.sources.central import publish
+        from pipelines.publish.central import publish
     elif to == "kobo":
-        from pipelines.sources.kobo import publish
+        from pipelines.publish.kobo import publish
     else:
         raise SourceError(f"publish to 'central' or 'kobo', not {to!r}")
     return asdict(publish(settings, form_ids, settings.build_dir))
@@ -122,7 +124,7 @@ def publish_task(settings: Settings, to: str, form_ids: list[str] | None) -> dic
 
 def _form_ids(settings: Settings) -> list[str]:
     """The forms this manyi built (and so published): ``build/forms/manifest.json``."""
-    from pipelines.records import built_forms
+    from pipelines.publish.manifest import built_forms
 
     return [entry["form_id"] for entry in built_forms(settings.build_dir)]
 
@@ -204,7 +206,7 @@ def publish_forms(
 def town_task(config: str, as_of: date | None = None) -> dict[str, Any]:
     """One town's whole cycle as a single task, so a Dask worker can run it on its own."""
     from pipelines.demo.run import run_demo
-    from pipelines.reports.report import write_report
+    from pipelines.reports import refresh_outputs
     from pipelines.sync import pull
 
     settings = _load(config)
@@ -213,7 +215,7 @@ def town_task(config: str, as_of: date | None = None) -> dict[str, Any]:
         return {"town": settings.town, "submissions": result.report.submissions,
                 "index": str(result.index)}  # fmt: skip
     pull(settings, settings.source)
-    report = write_report(settings, as_of or _today(), settings.outputs_dir)
+    report = refresh_outputs(settings, as_of or _today(), settings.outputs_dir)
     return {"town": settings.town, "submissions": report.submissions, "index": str(report.index)}
 
 

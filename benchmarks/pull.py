@@ -34,10 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pandas as pd
 import requests
 
+from pipelines._http import RetryPolicy
 from pipelines.config import load_settings
-from pipelines.demo.central_server import CentralStandIn, seed_synthetic
-from pipelines.sources._http import RetryPolicy
+from pipelines.demo.central_server import CentralStandIn
 from pipelines.sync import pull
+from tests.standins.central_server import seed_synthetic
 
 FORM = "bench"
 PASSWORD = "benchPassw0rd!"  # noqa: S105 - the stand-in's throwaway login

@@ -265,9 +265,9 @@ def _settings(work: Path):
 
 
 def phase_report(work: Path) -> dict:
-    from pipelines.reports.report import write_report
+    from pipelines.reports import refresh_outputs
 
-    result = write_report(_settings(work), AS_OF)
+    result = refresh_outputs(_settings(work), AS_OF)
     return {
         "submissions": result.submissions,
         "followups": len(result.followups),

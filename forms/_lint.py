@@ -1,4 +1,6 @@
-"""manyi's own XLSForm conventions, checked before pyxform so each problem names its cell."""
+"""manyi's own XLSForm conventions, checked before pyxform so each problem names its cell:
+the sheets' columns and names, the village list against the register, and the road lists
+against the town's plan."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from datetime import datetime
 
 from forms._sheets import Sheet, Workbook
 from geo.villages import Village
+from pipelines.analysis.plan import OTHER, SEGMENT_FIELDS, Plan
 from pipelines.errors import Problem
 
 ZH = "Chinese (zh)"
@@ -24,6 +27,7 @@ UNLABELLED = {
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CHOICE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _VERSION = re.compile(r"^\d{10}$")
+_PLANNED_KM = "planned_km"  # the calculate that gives each segment's length in the form
 
 
 def uses_village(wb: Workbook) -> bool:
@@ -35,7 +39,7 @@ def uses_village(wb: Workbook) -> bool:
     )
 
 
-def lint(wb: Workbook, villages: list[Village]) -> list[Problem]:
+def lint(wb: Workbook, villages: list[Village], plan: Plan | None = None) -> list[Problem]:
     f = wb.path.name
     out: list[Problem] = list(wb.problems)
     survey, choices, settings = wb.get("survey"), wb.get("choices"), wb.get("settings")
@@ -53,6 +57,8 @@ def lint(wb: Workbook, villages: list[Village]) -> list[Problem]:
             out += _lint_sheet(sheet, is_survey=sheet is survey)
     if uses_village(wb):
         out += check_villages(f, choices, villages)
+    if plan is not None:
+        out += check_segments(wb, plan)
     return out
 
 
@@ -246,3 +252,68 @@ def check_villages(f: str, choices: Sheet | None, villages: list[Village]) -> li
             )
         )
     return out
+
+
+def check_segments(wb: Workbook, plan: Plan) -> list[Problem]:
+    """A road form's segment list must name exactly the plan's segments of its kind (plus
+    ``other``), with the plan's Chinese names, and its ``planned_km`` the plan's lengths."""
+    form_id = wb.settings.get("form_id") or wb.path.stem
+    survey, choices = wb.get("survey"), wb.get("choices")
+    out: list[Problem] = []
+    for kind, (form, field_name) in SEGMENT_FIELDS.items():
+        if form != form_id or survey is None:
+            continue
+        fix = f"make the list and the plan's [[segment]] tables ({_name(plan)}) agree"
+        row = survey.find("name", field_name)
+        typ = dict(survey.rows)[row].get("type", "").split() if row else []
+        if len(typ) != 2 or typ[0] != "select_one":
+            message = f"no select_one question '{field_name}' to choose the plan's {kind} segments in; {fix}"  # fmt: skip
+            out.append(survey.problem(row, "type", message))
+            continue
+        out += _check_segment_list(wb, choices, typ[1], plan, kind, fix)
+        if kind == "construction":
+            out += _check_planned_km(survey, field_name, plan, fix)
+    return out
+
+
+def _name(plan: Plan) -> str:
+    return str(plan.path) if plan.path else "the plan"
+
+
+def _check_segment_list(wb: Workbook, choices: Sheet | None, list_name: str, plan: Plan, kind: str, fix: str) -> list[Problem]:  # fmt: skip
+    wanted = {s.segment_id: s for s in plan.segments_of(kind)}
+    seen: set[str] = set()
+    out = []
+    for r, v in choices.rows if choices else []:
+        name = v.get("name", "")
+        if v.get("list_name") != list_name or name == OTHER:
+            continue
+        seen.add(name)
+        label = v.get(f"label::{ZH}")
+        if name not in wanted:
+            message = f"list '{list_name}' has segment '{name}', which is no {kind} segment of the plan; {fix}"  # fmt: skip
+            out.append(choices.problem(r, "name", message))
+        elif label != wanted[name].name:
+            message = f"segment '{name}' is labelled {label!r}, the plan says {wanted[name].name!r}; {fix}"  # fmt: skip
+            out.append(choices.problem(r, f"label::{ZH}", message))
+    missing = [i for i in wanted if i not in seen]
+    if missing:
+        message = f"list '{list_name}' lacks the plan's {kind} segment(s) {', '.join(missing)}; {fix}"  # fmt: skip
+        out.append(Problem(wb.path.name, message, choices.name if choices else "choices"))
+    return out
+
+
+def _check_planned_km(survey: Sheet, field_name: str, plan: Plan, fix: str) -> list[Problem]:
+    row = survey.find("name", _PLANNED_KM)
+    if row is None:
+        return []
+    calculation = dict(survey.rows)[row].get("calculation", "")
+    pattern = r"\$\{" + re.escape(field_name) + r"\}\s*=\s*'([^']+)'\s*,\s*([0-9.]+)"
+    said = {i: float(km) for i, km in re.findall(pattern, calculation)}
+    planned = plan.planned_km
+    wrong = [f"{i} {said.get(i, 'missing')} (plan: {km})" for i, km in planned.items() if said.get(i) != km]  # fmt: skip
+    wrong += [f"{i} (not a segment of the plan)" for i in said if i not in planned]
+    if not wrong:
+        return []
+    message = f"{_PLANNED_KM} differs from the plan's lengths: {', '.join(wrong)}; {fix}"
+    return [survey.problem(row, "calculation", message)]

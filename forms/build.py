@@ -25,8 +25,10 @@ from pyxform.validators.odk_validate import ODKValidateError, check_xform
 from pyxform.xls2xform import ConvertResult, convert
 
 from forms._lint import EN, VILLAGE_LIST, ZH, check_villages, lint, uses_village
+from forms._locate import locate_pyxform, locate_validate
 from forms._sheets import Sheet, Workbook, read_workbook
 from geo.villages import Village, load_villages
+from pipelines.analysis.plan import Plan, load_plan
 from pipelines.errors import DataError, FormError, Problem
 
 ROSTERS_DIR = "rosters"
@@ -79,72 +81,6 @@ class FormInfo:
     file: str
 
 
-# --- pyxform and ODK Validate errors, located ------------------------------------------------
-
-_ROW = re.compile(r"\[row\s*:\s*(\d+)\]|\brow (\d+)\b")
-_SHEET = re.compile(r"[Oo]n the '(\w+)' sheet")
-_COLUMN = re.compile(r"the '([\w:() ]+)' value|'([\w:() ]+)' column")
-_QUOTED = re.compile(r"'([^']{1,200})'")
-_KEYWORDS = {  # words in pyxform messages -> the column to point at
-    "question type": "type",
-    "ist name": "type",
-    "calculation": "calculation",
-    "choice_filter": "choice_filter",
-    "constraint": "constraint",
-    "relevant": "relevant",
-}
-_VALIDATE_BIND = (
-    re.compile(r"\$\{(\w+)\}[^\n]*?invalid (\w+) expression"),
-    re.compile(r"Invalid (\w+) for the bind attached to \"\$\{(\w+)\}\""),
-)
-_JAVA_OBJECT = re.compile(r"\s*\S*@[0-9a-f]{6,}\b")
-
-
-def _locate_pyxform(wb: Workbook, msg: str, ctx: dict[str, Any]) -> Problem:
-    text = " ".join(msg.split())
-    row = ctx.get("row")
-    if row is None and (m := _ROW.search(text)):
-        row = int(m.group(1) or m.group(2))
-    sheet_name = ctx.get("sheet") or ((m := _SHEET.search(text)) and m.group(1)) or None
-    column = ctx.get("column") or ((m := _COLUMN.search(text)) and (m.group(1) or m.group(2)))
-    column = column or next((c for k, c in _KEYWORDS.items() if k in text), None)
-    sheet = wb.get((sheet_name or "").lower())
-    if row is None:  # find the cell holding a value the message quotes
-        for value in _QUOTED.findall(text):
-            for s in [sheet] if sheet else list(wb.sheets.values()):
-                hit = next(((r, h) for r, v in s.rows for h, x in v.items() if x == value), None)
-                if hit:
-                    sheet, (row, found) = s, hit
-                    column = column or found
-                    break
-            if row is not None:
-                break
-    sheet = sheet or (wb.get("survey") if row is not None else None)
-    text = re.sub(r"^\[row\s*:\s*\d+\]\s*", "", text)
-    if sheet is None:
-        return Problem(wb.path.name, text)
-    return sheet.problem(row, column, text)
-
-
-def _locate_validate(wb: Workbook, msg: str) -> Problem:
-    lines = [line.strip().removeprefix(">> ").strip() for line in msg.splitlines()]
-    text = "ODK Validate: " + " ".join(
-        _JAVA_OBJECT.sub("", line) for line in lines
-        if line and line != "ODK Validate Errors:" and "failed validation" not in line
-        and not line.startswith(("${", "Result:"))
-    )  # fmt: skip
-    survey, settings = wb.get("survey"), wb.get("settings")
-    for pattern in _VALIDATE_BIND:
-        if m := pattern.search(msg):
-            name, kind = m.groups() if pattern is _VALIDATE_BIND[0] else m.groups()[::-1]
-            column = {"calculate": "calculation"}.get(kind, kind)
-            if survey and (row := survey.find("name", name)):
-                return survey.problem(row, column, text + " — fix the expression")
-    if "instanceName" in msg and settings and settings.rows:
-        return settings.problem(settings.rows[0][0], "instance_name", text + " — fix instance_name")
-    return Problem(wb.path.name, text)
-
-
 # --- compiling ---------------------------------------------------------------------------------
 
 
@@ -152,7 +88,7 @@ def _compile(wb: Workbook, warnings: list[str]) -> ConvertResult | Problem:
     try:
         return convert(str(wb.path), warnings=warnings, validate=False, pretty_print=True)
     except PyXFormError as e:
-        return _locate_pyxform(wb, str(e), dict(getattr(e, "context", None) or {}))
+        return locate_pyxform(wb, str(e), dict(getattr(e, "context", None) or {}))
     except Exception as e:  # pyxform fails with plain Python errors on some malformed sheets
         return Problem(
             wb.path.name,
@@ -307,6 +243,7 @@ def build_forms(
     out_dir: Path,
     villages_path: Path,
     *,
+    plan_path: Path | None = None,
     only: Iterable[str] | None = None,
     validate: bool = True,
     on_form: Callable[[str], None] | None = None,
@@ -314,13 +251,15 @@ def build_forms(
     """Build every XLSForm in ``forms_dir`` into ``out_dir``.
 
     Form problems do not raise: they are in ``report.problems``, and the other forms are still
-    built. The manifest lists the forms that built; forms whose file is gone leave it.
+    built. The road forms' segment lists are checked against the plan at ``plan_path`` (the
+    ``plan`` setting; default the bundled one). The manifest lists the forms that built; forms whose file is gone leave it.
     ``forms_dir/versions.lock.json`` remembers each (form, version)'s content, so a changed
     form that kept its version is refused whatever the output folder.
     """
     forms_dir, out_dir = Path(forms_dir), Path(out_dir)
     files = form_files(forms_dir, only)
     villages = load_villages(villages_path)
+    plan = load_plan(plan_path)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -345,7 +284,7 @@ def build_forms(
             on_form(path.stem)
         warnings: list[str] = []
         try:
-            problems, built = _build_one(path, out_dir, villages, validate, lock, warnings)
+            problems, built = _build_one(path, out_dir, villages, plan, validate, lock, warnings)
         except FormError as e:
             problems, built = e.problems, None
         report.warnings.extend(f"{path.name}: {w}" for w in warnings if w.strip())
@@ -366,11 +305,11 @@ def build_forms(
 
 
 def _build_one(
-    path: Path, out_dir: Path, villages: list[Village], validate: bool,
+    path: Path, out_dir: Path, villages: list[Village], plan: Plan, validate: bool,
     lock: dict[str, dict[str, str]], warnings: list[str],
 ) -> tuple[list[Problem], BuiltForm | None]:  # fmt: skip
     wb = read_workbook(path)
-    problems = lint(wb, villages)
+    problems = lint(wb, villages, plan)
     result = _compile(wb, warnings)
     if isinstance(result, Problem):
         return [*problems, result], None
@@ -400,7 +339,7 @@ def _build_one(
             try:
                 said = check_xform(str(staged / f"{form_id}.xml"))
             except ODKValidateError as e:
-                return [_locate_validate(wb, str(e))], None
+                return [locate_validate(wb, str(e))], None
             if any(s in w for w in said for s in _VALIDATE_NOT_RUN):
                 return [
                     Problem(

@@ -4,10 +4,11 @@ A map must never show a wrong village, so every register code has to appear exac
 anything else is a :class:`~pipelines.errors.DataError` listing all the problems at once.
 Before any geometry is trusted, the file must be the format its name says (magic bytes), a
 Shapefile must have all its parts, and after reprojection every feature must lie near the
-town (:data:`TOWN_EXTENT`); a file in metres without a CRS, or with its axes swapped, is told
-apart from one that is simply elsewhere. Every library error while loading becomes one
-``DataError`` line naming the file. Fixable faults (self-intersections, slivers) are repaired
-or reported as warnings that name the village, and the result is stored in EPSG:4326.
+town (``extent=``, the town's ``extent`` setting; by default 龙阳镇's :data:`TOWN_EXTENT`); a
+file in metres without a CRS, or with its axes swapped, is told apart from one that is simply
+elsewhere. Every library error while loading becomes one ``DataError`` line naming the file.
+Fixable faults (self-intersections, slivers) are repaired or reported as warnings that name
+the village, and the result is stored in EPSG:4326.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import shapely
 from geo.geofile import (
     STORAGE_CRS,
     TOWN_EXTENT,
+    _cell_text,
     _first_line,
     _listing,
     _shown,
@@ -148,11 +150,9 @@ def _code_column(path: Path, frame: gpd.GeoDataFrame, wanted: str | None) -> str
 
 def _normalise_code(value: object) -> str:
     # Shapefiles store 12-digit codes as numbers (often float): 370481115200.0 -> "370481115200".
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value).strip()
+    return _cell_text(value)
 
 
 def _check_codes(path: Path, frame: pd.DataFrame, register: list[Village]) -> None:

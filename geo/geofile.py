@@ -10,6 +10,7 @@ Used by the boundaries and the roads loaders.
 
 from __future__ import annotations
 
+import math
 import warnings
 import zipfile
 import zlib
@@ -21,6 +22,7 @@ import numpy as np
 import shapely
 from pyproj import Geod
 
+from pipelines.config import TOWN_EXTENT  # the default town's; a town's own is settings.extent
 from pipelines.errors import DataError
 
 STORAGE_CRS = "EPSG:4326"
@@ -29,12 +31,7 @@ STORAGE_CRS = "EPSG:4326"
 SUFFIXES = (".gpkg", ".shp", ".zip", ".geojson", ".json")
 
 
-# The guessed extent of 龙阳镇 in WGS-84 (../shared/data/README.md), the one place it is set;
-# the illustrative villages are drawn over it. It is unverified, hence the generous padding.
-TOWN_EXTENT = (117.22, 35.15, 117.30, 35.20)  # west, south, east, north
-
-
-EXTENT_PAD_DEG = 0.2
+EXTENT_PAD_DEG = 0.2  # the extent is a guess for the default town, hence the generous padding
 
 
 # Projected CRSs a file in metres near the town is likely to be in, tried to name the culprit.
@@ -401,6 +398,13 @@ def _shown(value: object, limit: int = 40, *, quote: bool = False) -> str:
         return text
     shown = repr(text)
     return shown if len(shown) <= limit else shown[: limit - 2] + "…'"
+
+
+def _cell_text(value: object) -> str:
+    """An attribute read from a file as stripped text; blank for a missing value (None, NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).strip()
 
 
 def _first_line(error: object) -> str:

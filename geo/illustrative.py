@@ -1,10 +1,11 @@
 """Illustrative village polygons for demos and for towns whose boundaries are not yet supplied.
 
-No public source of 龙阳镇's village boundaries exists (see ``../shared/data/README.md``), so the
-demo draws made-up but plausible cells: a seeded, irregular town outline over the guessed
-extent 35.15–35.20°N, 117.22–117.30°E, tiled without gaps or overlaps by one Voronoi cell per
-register village. The same seed gives the same polygons on every machine. Every map drawn on
-them must say 示意边界，非真实行政边界 (see :data:`NOTICE`).
+No public source of 龙阳镇's village boundaries exists (see ``geo/README.md``), so the demo
+draws made-up but plausible cells: a seeded, irregular town outline over the town's expected
+extent (the ``extent`` setting; 龙阳镇's guess is 35.15–35.20°N, 117.22–117.30°E), tiled without
+gaps or overlaps by one Voronoi cell per register village. The same seed and extent give the
+same polygons on every machine. Every map drawn on them must say 示意边界，非真实行政边界 (see
+:data:`NOTICE`).
 """
 
 from __future__ import annotations
@@ -19,22 +20,25 @@ from geo.geofile import STORAGE_CRS, TOWN_EXTENT
 from geo.villages import Village, load_villages
 
 NOTICE = "示意边界，非真实行政边界"
-# Unverified guess of the town's extent (WGS-84); set once, in geo.boundaries, which also
-# checks that loaded files lie within it.
-EXTENT = TOWN_EXTENT  # west, south, east, north
+# The default town's extent (WGS-84; west, south, east, north), the one the loaders check
+# files against by default. A town's own is the ``extent`` setting: pass ``extent=``.
+EXTENT = TOWN_EXTENT
 DEFAULT_SEED = 370481115
+
+Extent = tuple[float, float, float, float]
 
 
 def illustrative_boundaries(
-    villages: list[Village] | None = None, *, seed: int = DEFAULT_SEED
+    villages: list[Village] | None = None, *, seed: int = DEFAULT_SEED, extent: Extent = EXTENT
 ) -> Boundaries:
-    """One polygon per register village, tiling a plausible town outline; flagged illustrative."""
+    """One polygon per register village, tiling a plausible outline within ``extent``;
+    flagged illustrative."""
     register = villages if villages is not None else load_villages()
     rng = np.random.default_rng(seed)
     to_metric = Transformer.from_crs(STORAGE_CRS, METRIC_CRS, always_xy=True)
     to_degrees = Transformer.from_crs(METRIC_CRS, STORAGE_CRS, always_xy=True)
 
-    outline = _town_outline(rng, to_metric)
+    outline = _town_outline(rng, to_metric, extent)
     sites = _relaxed_sites(rng, outline, len(register))
     cells = _cells(sites, outline)
     # Codes run north-west to south-east in bands, so neighbouring codes are usually neighbours.
@@ -53,17 +57,17 @@ def illustrative_boundaries(
     return Boundaries(frame, illustrative=True, source=f"illustrative (seed {seed})")
 
 
-def town_outline(seed: int = DEFAULT_SEED) -> shapely.Polygon:
+def town_outline(seed: int = DEFAULT_SEED, *, extent: Extent = EXTENT) -> shapely.Polygon:
     """The illustrative town outline in EPSG:4326 (the union of the village cells)."""
     rng = np.random.default_rng(seed)
     to_metric = Transformer.from_crs(STORAGE_CRS, METRIC_CRS, always_xy=True)
     to_degrees = Transformer.from_crs(METRIC_CRS, STORAGE_CRS, always_xy=True)
-    outline = _town_outline(rng, to_metric)
+    outline = _town_outline(rng, to_metric, extent)
     return shapely.transform(outline, lambda xy: np.column_stack(to_degrees.transform(*xy.T)))
 
 
-def _town_outline(rng: np.random.Generator, to_metric: Transformer) -> shapely.Polygon:
-    west, south, east, north = EXTENT
+def _town_outline(rng: np.random.Generator, to_metric: Transformer, extent: Extent) -> shapely.Polygon:  # fmt: skip
+    west, south, east, north = extent
     (x0, x1), (y0, y1) = to_metric.transform([west, east], [south, north])
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     ax, ay = (x1 - x0) / 2, (y1 - y0) / 2
@@ -72,7 +76,7 @@ def _town_outline(rng: np.random.Generator, to_metric: Transformer) -> shapely.P
     wobble = np.ones_like(theta)
     for k in (2, 3, 5):
         wobble += rng.uniform(0.02, 0.06) * np.sin(k * theta + rng.uniform(0, 2 * np.pi))
-    wobble *= 0.88 / wobble.max()  # stay inside the guessed extent
+    wobble *= 0.88 / wobble.max()  # stay inside the expected extent
     return shapely.Polygon(
         np.column_stack([cx + ax * wobble * np.cos(theta), cy + ay * wobble * np.sin(theta)])
     )

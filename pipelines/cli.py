@@ -83,7 +83,7 @@ def forms_build(
     s = _settings(ctx, build_dir=out_dir)
     with err.status("building forms…") as status:
         report = build_forms(
-            s.forms_dir, s.build_dir, s.villages, only=form, validate=not no_validate,
+            s.forms_dir, s.build_dir, s.villages, plan_path=s.plan, only=form, validate=not no_validate,
             on_form=lambda f: status.update(f"building {f}…"),
         )  # fmt: skip
     for w in report.warnings:
@@ -126,9 +126,9 @@ def forms_publish(
     """Create or update each built form (and its roster attachments) on ODK Central or KoboToolbox."""
     s = _settings(ctx, build_dir=build_dir)
     if to == "central":
-        from pipelines.sources.central import publish
+        from pipelines.publish.central import publish
     elif to == "kobo":
-        from pipelines.sources.kobo import publish
+        from pipelines.publish.kobo import publish
     else:
         raise ConfigError(f"--to {to!r}: publish to 'central' or 'kobo'")
     with err.status(f"publishing to {to}…"):
@@ -325,12 +325,12 @@ def report(
     ] = None,
 ) -> None:
     """Progress, data checks, follow-up lists, the dispatch report (public + internal) and the maps."""
-    from pipelines.reports.report import write_report
+    from pipelines.reports import refresh_outputs
 
     s = _settings(ctx, outputs_dir=out_dir)
     day = _as_of(as_of)
     with err.status(f"writing the report for {day}…"):
-        result = write_report(s, day, s.outputs_dir)
+        result = refresh_outputs(s, day, s.outputs_dir)
     for w in result.warnings:
         err.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
     for key, path in result.files.items():
@@ -394,13 +394,15 @@ def maps(
 ) -> None:
     """Draw the overview map and one map per domain, offline, with an index page."""
     from geo.maps import draw_maps
+    from pipelines.reports.index import write_index
 
     s = _settings(ctx, outputs_dir=out_dir, basemap=basemap, boundaries=boundaries)
     with err.status("drawing maps…"):
         result = draw_maps(s, s.outputs_dir)
+        index = write_index(s.outputs_dir, title=f"{s.town} 满意度提升工程")
     for w in result.warnings:
         err.print(f"warning: {w}", style="yellow", markup=False, highlight=False)
-    out.print(f"{len(result.maps)} map(s) written; open {result.index}", highlight=False)
+    out.print(f"{len(result.maps)} map(s) written; open {index}", highlight=False)
 
 
 def _line(text: object) -> str:

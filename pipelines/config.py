@@ -8,6 +8,7 @@ every message quoting a value is scrubbed (:func:`pipelines.errors.scrub`).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tomllib
@@ -25,6 +26,10 @@ TIMEZONE = "Asia/Shanghai"
 SHANGHAI = ZoneInfo(TIMEZONE)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The default town's data: 龙阳镇's plan (bundled) and its guessed extent in WGS-84 (west,
+# south, east, north; unverified, see geo/README.md). Another town sets `plan` and `extent`.
+BUNDLED_PLAN = REPO_ROOT / "pipelines" / "analysis" / "plan.toml"
+TOWN_EXTENT = (117.22, 35.15, 117.30, 35.20)
 SOURCES = ("demo", "central", "kobo", "files")
 BASEMAPS = ("none", "tianditu", "amap", "osm")
 
@@ -60,6 +65,8 @@ class Settings:
     town: str = "龙阳镇"
     town_code: str = "370481115"
     plan_year: int = 2023
+    plan: Path = BUNDLED_PLAN  # the town's targets and road segments
+    extent: tuple[float, float, float, float] = TOWN_EXTENT  # where the town's geodata must lie
     villages: Path = REPO_ROOT / "geo" / "villages.csv"
     boundaries: Path | None = None  # real village boundaries; None draws illustrative ones
     roads: Path | None = None  # surveyed road lines with segment_id; None draws illustrative ones
@@ -132,6 +139,8 @@ class Settings:
             raise ConfigError(
                 f"gps_accuracy_m must be a positive number of metres, got {self.gps_accuracy_m} ({self._origin('gps_accuracy_m')})"
             )
+        _check_extent(self.extent, self._origin("extent"))
+        _check_plan(self.plan, self._origin("plan"))
 
     def _secret_values(self) -> tuple[str, ...]:
         held = (self.central_password, self.kobo_token, self.tianditu_key)
@@ -150,6 +159,33 @@ class Settings:
 
 
 _SECRETS = {"central_password", "kobo_token", "tianditu_key"}
+
+
+def _check_extent(extent: tuple[float, ...], origin: str) -> None:
+    west, south, east, north = extent
+    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+        raise ConfigError(
+            f"extent {','.join(f'{v:g}' for v in extent)} ({origin}) is not west,south,east,north "
+            "in degrees with west < east and south < north, e.g. 117.22,35.15,117.30,35.20"
+        )
+
+
+def _check_plan(path: Path, origin: str) -> None:
+    """The plan file exists and is a valid plan; the message names the layer that set it."""
+    if not path.is_file():
+        raise ConfigError(f"plan file {path} ({origin}) does not exist; check `plan` / MANYI_PLAN")
+    stat = path.stat()
+    try:
+        _valid_plan(path.resolve(), stat.st_mtime_ns, stat.st_size)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (plan {origin})") from None
+
+
+@functools.lru_cache(maxsize=32)  # settings are rebuilt often (replace); a plan is read once
+def _valid_plan(path: Path, mtime_ns: int, size: int) -> None:
+    from pipelines.analysis.plan import load_plan  # the plan's own rules, read lazily
+
+    load_plan(path)
 
 
 def check_server_url(name: str, url: str, origin: str, credentials: str) -> None:
@@ -178,6 +214,7 @@ def check_server_url(name: str, url: str, origin: str, credentials: str) -> None
 
 
 _PATHS = {
+    "plan",
     "villages",
     "boundaries",
     "rosters_dir",
@@ -209,9 +246,19 @@ def _coerce(name: str, value: Any, base: Path | None, origin: str) -> Any:
             return int(value)
         if name in ("gps_accuracy_m", "http_give_up_s"):
             return float(value)
+        if name == "extent":
+            parts = value.split(",") if isinstance(value, str) else value
+            if isinstance(parts, list | tuple) and len(parts) == 4:
+                return tuple(float(v) for v in parts)
+            raise ValueError(value)
         return str(value)
     except (TypeError, ValueError):
         shown = scrub(repr(value))[:80]  # the value may be a password pasted in the wrong place
+        if name == "extent":
+            raise ConfigError(
+                f"extent = {shown} ({origin}) is not four numbers west,south,east,north in "
+                'degrees, e.g. "117.22,35.15,117.30,35.20"'
+            ) from None
         raise ConfigError(f"{name} = {shown} ({origin}) is not a valid {kind}") from None
 
 

@@ -1,4 +1,5 @@
-"""The canonical record every source yields and the store keeps, and the quarantine record.
+"""The canonical record every source yields and the store keeps, the quarantine record, and
+what the store may keep (:func:`storable`, its bounds, UTC time text).
 
 A record's ``data`` is keyed by the XForm's own field names: groups are nested dicts and
 repeats are lists of dicts. Geopoints stay in XForm text (``lat lon alt acc``). Times are
@@ -11,13 +12,9 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-from pipelines.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -332,87 +329,3 @@ def utc_text(value: str | None) -> str | None:
 
 def now_utc() -> str:
     return utc_text(datetime.now(UTC).isoformat())  # type: ignore[return-value]
-
-
-def _num(value: Any) -> str:
-    if type(value) is float and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _position(coords: list[Any], accuracy: Any = None) -> str:
-    # GeoJSON is [lon, lat, alt]; the XForm text is "lat lon alt acc".
-    lon, lat, *rest = coords
-    parts = [_num(lat), _num(lon)] + [_num(v) for v in rest[:1]]
-    if accuracy is not None:
-        if not rest:
-            parts.append("0")
-        parts.append(_num(accuracy))
-    return " ".join(parts)
-
-
-def geojson_to_xform(value: Any) -> Any:
-    """Turn Central's GeoJSON geometry back into XForm geo text; anything else unchanged."""
-    if not (isinstance(value, dict) and "coordinates" in value and "type" in value):
-        return value
-    kind, coords = value["type"], value["coordinates"]
-    if kind == "Point":
-        props = value.get("properties")
-        accuracy = props.get("accuracy") if props else None
-        if len(coords) == 3 and accuracy is not None:  # what Collect sends: lat lon alt acc
-            lon, lat, alt = coords
-            return f"{_num(lat)} {_num(lon)} {_num(alt)} {_num(accuracy)}"
-        return _position(coords, accuracy)
-    if kind == "LineString":
-        return ";".join(_position(c) for c in coords)
-    if kind == "Polygon":
-        return ";".join(_position(c) for c in coords[0]) if coords else ""
-    raise ValueError(f"unsupported GeoJSON geometry type {kind!r}")
-
-
-@dataclass
-class PublishReport:
-    """What ``manyi forms publish`` did, form ids in manifest order."""
-
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-
-
-def built_forms(build_dir: Path, form_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    """The entries of ``build_dir/manifest.json`` (all, or those named), checked to exist."""
-    path = Path(build_dir) / "manifest.json"
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist; run `manyi forms build` first")
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))["forms"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(
-            f"{path}: not a manyi build manifest ({e}); build the forms again"
-        ) from None
-    if form_ids:
-        wanted = list(dict.fromkeys(form_ids))
-        known = {e["form_id"] for e in entries}
-        unknown = [f for f in wanted if f not in known]
-        if unknown:
-            raise ConfigError(f"{path}: no built form {', '.join(unknown)}; build it first")
-        entries = [e for e in entries if e["form_id"] in set(wanted)]
-    for entry in entries:
-        for name in [entry.get("xform"), entry.get("xlsx"), *entry.get("attachments", ())]:
-            if name and not (Path(build_dir) / name).is_file():
-                raise ConfigError(
-                    f"{path}: {entry['form_id']} lists {name}, which is not in {build_dir}; "
-                    "build the forms again"
-                )
-    return entries
-
-
-@dataclass
-class Page:
-    """One batch from a source: written to the store with ``cursor`` in one transaction."""
-
-    records: list[Record] = field(default_factory=list)
-    quarantined: list[Quarantined] = field(default_factory=list)
-    cursor: dict[str, Any] | None = None
-    gone: list[str] = field(default_factory=list)  # ids the server no longer has (hard deletes)
-    rows: int = 0  # rows the server sent, for progress

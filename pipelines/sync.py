@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines._http import RetryNotice, RetryPolicy
 from pipelines.errors import ConfigError, DataError, ManyiError, SourceError
 from pipelines.records import Quarantined, Record, printable
-from pipelines.sources._http import RetryNotice, RetryPolicy
+from pipelines.sources.base import Source
 from pipelines.store import Blob, PageCounts, Store, StoreError, open_store
 
 SOURCES = ("central", "kobo", "files")
@@ -120,7 +121,7 @@ def open_source(
     page_size: int | None = None,
     policy: RetryPolicy | None = None,
     store: Store | None = None,
-) -> Any:
+) -> Source:
     """The source object for ``source`` (central, kobo or files)."""
     if source == "central":
         from pipelines.sources.central import CentralSource
@@ -139,7 +140,7 @@ def open_source(
             titles=_titles(settings),
         )
     if source == "files":
-        from pipelines.sources.files import FilesSource
+        from pipelines.sources.exports import FilesSource
 
         if path is None:
             raise ConfigError("`--source files` needs --path: an export zip/xlsx or a folder")
@@ -216,9 +217,10 @@ def _titles(settings: Any) -> dict[str, str]:
         return {}
 
 
-def _default_forms(settings: Any, src: Any) -> list[str]:
-    if hasattr(src, "form_ids"):
-        return list(src.form_ids())
+def _default_forms(settings: Any, src: Source) -> list[str]:
+    listed = src.form_ids()
+    if listed is not None:
+        return list(listed)
     manifest = Path(settings.build_dir) / "manifest.json"
     if manifest.exists():
         try:
@@ -233,7 +235,7 @@ def _default_forms(settings: Any, src: Any) -> list[str]:
 
 
 def _pull_form(
-    src: Any, store: Store, form_id: str, result: FormPull, progress: ProgressCallback | None
+    src: Source, store: Store, form_id: str, result: FormPull, progress: ProgressCallback | None
 ) -> None:
     with _Fetcher(src, store, form_id, result.warnings) as fetcher:
         # Files a killed run stored rows for but never fetched.
@@ -243,10 +245,9 @@ def _pull_form(
         # Quarantined records first: the cursor has moved past them, and one that reads now
         # (its form version has since been published, say) is stored and leaves quarantine.
         # (Still unreadable ones are written again, with today's reason, but not counted.)
-        refetch = getattr(src, "refetch", None)  # files re-reads everything anyway
-        retry = store.quarantined_ids(src.name, form_id) if refetch else []
-        if refetch and retry:
-            for page in refetch(form_id, retry):
+        retry = store.quarantined_ids(src.name, form_id)
+        if retry:
+            for page in src.refetch(form_id, retry):
                 counts = store.write_page(src.name, form_id, page.records, page.quarantined)
                 result._note(counts)
                 result.new += counts.new
@@ -285,10 +286,10 @@ class _Fetcher:
     ``incomplete_attachments`` and fetches again (the content hash makes that a no-op).
     """
 
-    def __init__(self, src: Any, store: Store, form_id: str, warnings: list[str]):
+    def __init__(self, src: Source, store: Store, form_id: str, warnings: list[str]):
         self.src, self.store, self.form_id = src, store, form_id
         self.warnings = warnings  # list.append is atomic: workers may add to it
-        workers = getattr(src, "fetch_workers", 1)
+        workers = src.fetch_workers
         self.pool = ThreadPoolExecutor(workers, "manyi-fetch") if workers > 1 else None
         self.pending: list[Future[list[tuple[str, str, str, Blob | None]]]] = []
         self.inline = 0  # files fetched on this thread (sources that are not thread-safe)

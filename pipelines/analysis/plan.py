@@ -1,13 +1,16 @@
-"""The plan as data: read and validate ``plan.toml``.
+"""The plan as data: read and validate a town's ``plan.toml`` (the ``plan`` setting).
 
-Every target number and deadline lives in the TOML file; this module only checks that each
-indicator is complete and consistent, and turns month-days into dates of the plan year (a
-setting). Errors name the file, the indicator id and the key.
+Every target number and deadline lives in the TOML file, and so do the plan's named road
+segments (``[[segment]]``, the one place they are declared: the roads layer, the simulator and
+the forms' choice lists follow them). This module only checks that each indicator and segment
+is complete and consistent, and turns month-days into dates of the plan year (a setting).
+Errors name the file, the indicator or segment, and the key.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,13 +18,19 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from pipelines.config import BUNDLED_PLAN
 from pipelines.errors import ConfigError
 
-PLAN_FILE = Path(__file__).with_name("plan.toml")
+PLAN_FILE = BUNDLED_PLAN  # the default town's (龙阳镇); a town's own is settings.plan
 MEASURES = ("count", "coverage", "sum", "rate", "reduction", "mean", "weekly")
 LEVELS = ("town", "village", "liaison_group", "department")
 PERIODS = ("year", "quarter", "month")
 ROSTERS = ("villages", "students", "residents", "welfare_posts", "dibao_households")
+SEGMENT_KINDS = ("construction", "lighting")  # 修路, 亮化
+# The form and field that answer about each kind of segment: their choice list must name
+# exactly the plan's segments of that kind, plus OTHER (a road the plan does not name).
+SEGMENT_FIELDS = {"construction": ("road_progress", "segment"), "lighting": ("street_lighting", "road")}  # fmt: skip
+OTHER = "other"
 
 _KEYS = {
     "id", "domain", "label", "form", "repeat", "date_field", "measure", "where", "field",
@@ -29,6 +38,8 @@ _KEYS = {
     "unit", "target", "village_target", "start", "deadline", "pace", "period", "levels",
     "department", "per", "per_values", "plan_ref", "denominator_where",
 }  # fmt: skip
+_SEGMENT_KEYS = {"id", "name", "kind", "planned_km", "deadline", "from", "to", "heading_deg"}
+_SEGMENT_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # a choice name in the forms, too
 # keys each measure needs besides the common ones
 _NEEDS = {
     "count": (),
@@ -95,6 +106,20 @@ class Indicator:
 
 
 @dataclass(frozen=True)
+class RoadSegment:
+    """One named road segment of the plan (``[[segment]]``)."""
+
+    segment_id: str
+    name: str  # as in the plan
+    kind: str  # "construction" (修路) or "lighting" (亮化)
+    planned_km: float | None  # None: the plan gives no length (lit roads)
+    deadline: str  # MM-DD in the plan year
+    start: str  # village name the illustrative line starts at
+    end: str  # village name it heads for ("" with heading_deg)
+    heading_deg: float | None = None  # used instead of `end` when the far end is no village
+
+
+@dataclass(frozen=True)
 class Plan:
     name: str
     indicators: tuple[Indicator, ...]
@@ -102,12 +127,21 @@ class Plan:
     domains: dict[str, str]  # id -> Chinese name
     path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    segments: tuple[RoadSegment, ...] = ()
 
     def indicator(self, indicator_id: str) -> Indicator:
         for ind in self.indicators:
             if ind.id == indicator_id:
                 return ind
         raise KeyError(f"the plan has no indicator {indicator_id!r}")
+
+    def segments_of(self, kind: str) -> tuple[RoadSegment, ...]:
+        return tuple(s for s in self.segments if s.kind == kind)
+
+    @property
+    def planned_km(self) -> dict[str, float]:
+        """segment_id -> planned length, for the segments the plan gives one."""
+        return {s.segment_id: s.planned_km for s in self.segments if s.planned_km}
 
     def forms(self) -> set[str]:
         return {i.form for i in self.indicators}
@@ -220,6 +254,102 @@ def _indicator(raw: dict[str, Any], where: str, departments: dict[str, str], dom
     return Indicator(**values)
 
 
+def _segment(raw: Any, where: str) -> RoadSegment:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a table of {', '.join(sorted(_SEGMENT_KEYS))}")
+    unknown = set(raw) - _SEGMENT_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_SEGMENT_KEYS))}"
+        )
+    for key in ("id", "name", "kind", "deadline", "from"):
+        if raw.get(key) in (None, ""):
+            raise ConfigError(f"{where}: missing '{key}'")
+    if not isinstance(raw["id"], str) or not _SEGMENT_ID.match(raw["id"]) or raw["id"] == OTHER:
+        raise ConfigError(
+            f"{where}: id {raw['id']!r} must be ASCII letters, digits and _, starting with a "
+            f"letter, and not '{OTHER}' (the forms' choice for a road the plan does not name)"
+        )
+    if raw["kind"] not in SEGMENT_KINDS:
+        raise ConfigError(
+            f"{where}: kind {raw['kind']!r} must be one of {', '.join(SEGMENT_KINDS)}"
+        )
+    km = raw.get("planned_km")
+    if km is not None and (isinstance(km, bool) or not isinstance(km, int | float) or km <= 0):
+        raise ConfigError(f"{where}: planned_km = {km!r} must be a number of kilometres > 0")
+    if raw["kind"] == "construction" and km is None:
+        raise ConfigError(f"{where}: a construction segment needs 'planned_km'")
+    heading = raw.get("heading_deg")
+    if (heading is None) == (raw.get("to") in (None, "")):
+        raise ConfigError(
+            f"{where}: give either 'to' (the village the line heads for) or 'heading_deg', not both"
+        )
+    if heading is not None and (isinstance(heading, bool) or not isinstance(heading, int | float)):
+        raise ConfigError(f"{where}: heading_deg = {heading!r} must be a number of degrees")
+    return RoadSegment(
+        segment_id=raw["id"], name=str(raw["name"]), kind=raw["kind"],
+        planned_km=float(km) if km is not None else None,
+        deadline=_check_month_day(where, "deadline", raw["deadline"]),
+        start=str(raw["from"]), end=str(raw.get("to") or ""),
+        heading_deg=float(heading) if heading is not None else None,
+    )  # fmt: skip
+
+
+def _segments(raws: Any, name: str) -> tuple[RoadSegment, ...]:
+    if raws is None:
+        return ()
+    if not isinstance(raws, list):
+        raise ConfigError(f"{name}: 'segment' must be a list of [[segment]] tables")
+    seen: dict[str, int] = {}
+    out = []
+    for n, raw in enumerate(raws, start=1):
+        where = f"{name}, segment #{n}"
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            where += f" '{raw['id']}'"
+        seg = _segment(raw, where)
+        if seg.segment_id in seen:
+            raise ConfigError(f"{where}: id '{seg.segment_id}' repeats segment #{seen[seg.segment_id]}")  # fmt: skip
+        seen[seg.segment_id] = n
+        out.append(seg)
+    return tuple(out)
+
+
+def _named_segments(expr: str, field_name: str) -> set[str]:
+    """The text literals ``expr`` compares ``field_name`` with (``==``, ``!=``, ``in`` a list)."""
+    tree = ast.parse(expr.replace("@", "_at_"), mode="eval")
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = [node.left, *node.comparators]
+        if not any(isinstance(x, ast.Name) and x.id == field_name for x in sides):
+            continue
+        for side in sides:
+            items = side.elts if isinstance(side, ast.List | ast.Tuple | ast.Set) else [side]
+            names |= {x.value for x in items if isinstance(x, ast.Constant) and isinstance(x.value, str)}  # fmt: skip
+    return names
+
+
+def _check_segment_names(indicators: list[Indicator], segments: tuple[RoadSegment, ...], name: str) -> None:  # fmt: skip
+    """Every segment id an indicator's ``where`` names is declared under ``[[segment]]``."""
+    for kind, (form, field_name) in SEGMENT_FIELDS.items():
+        known = {s.segment_id for s in segments if s.kind == kind}
+        for ind in indicators:
+            if ind.form != form:
+                continue
+            for key in ("where", "denominator_where"):
+                expr = getattr(ind, key)
+                unknown = (
+                    sorted(_named_segments(expr, field_name) - known - {OTHER}) if expr else []
+                )
+                if unknown:
+                    raise ConfigError(
+                        f"{name}, indicator '{ind.id}': {key} names {field_name} "
+                        f"{', '.join(map(repr, unknown))}, which is no {kind} [[segment]] of the "
+                        f"plan (declared: {', '.join(sorted(known)) or 'none'}); fix the id or declare the segment"
+                    )
+
+
 def parse_plan(table: dict[str, Any], path: Path | None = None) -> Plan:
     """Validate an already-parsed plan table (what ``tomllib`` gives)."""
     name = str(path or "plan")
@@ -239,15 +369,21 @@ def parse_plan(table: dict[str, Any], path: Path | None = None) -> Plan:
             raise ConfigError(f"{where}: id '{ind.id}' repeats indicator #{seen[ind.id]}")
         seen[ind.id] = n
         indicators.append(ind)
-    extra = {k: v for k, v in table.items() if k not in ("departments", "domains", "indicator")}
+    segments = _segments(table.get("segment"), name)
+    _check_segment_names(indicators, segments, name)
+    tables = ("departments", "domains", "indicator", "segment")
+    extra = {k: v for k, v in table.items() if k not in tables}
     return Plan(
         name=str(table.get("plan_name", "")), indicators=tuple(indicators),
         departments=dict(departments), domains=dict(domains), path=path, extra=extra,
+        segments=segments,
     )  # fmt: skip
 
 
 def load_plan(path: Path | str | None = None) -> Plan:
-    """Read and validate the plan file (default: ``pipelines/analysis/plan.toml``)."""
+    """Read and validate the plan file (default: the bundled 龙阳镇 plan,
+    ``pipelines/analysis/plan.toml``). A town's own plan is the ``plan`` setting:
+    ``load_plan(settings.plan)``."""
     path = Path(path) if path is not None else PLAN_FILE
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -25,13 +25,14 @@ from forms.schema import FormSchema, load_schema
 from geo.boundaries import load_boundaries
 from geo.illustrative import illustrative_boundaries
 from geo.villages import load_villages
+from pipelines.analysis.plan import load_plan
 from pipelines.analysis.rosters import demo_rosters, write_rosters
 from pipelines.config import Secret, Settings
 from pipelines.demo.central_server import CentralStandIn
 from pipelines.demo.simulate import SimulatedYear, simulate_year
 from pipelines.errors import FormError
 from pipelines.records import Record
-from pipelines.reports.report import ReportResult, write_report
+from pipelines.reports import Outputs, refresh_outputs
 from pipelines.sync import FormProgress, PullReport, pull
 
 DEMO_USER = "demo@manyi.invalid"
@@ -45,7 +46,7 @@ class DemoResult:
     forms: int
     simulated: int  # submissions the simulated server held
     pull: PullReport
-    report: ReportResult
+    report: Outputs
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -111,7 +112,9 @@ def serve_demo(
     demo.data_dir.mkdir(parents=True)
 
     step("building the forms (pyxform + ODK Validate)")
-    built = build_forms(settings.forms_dir, settings.build_dir, settings.villages)
+    built = build_forms(
+        settings.forms_dir, settings.build_dir, settings.villages, plan_path=settings.plan
+    )
     if built.problems:
         raise FormError(built.problems)
     schemas = {b.form_id: load_schema(settings.build_dir, b.form_id) for b in built.built}
@@ -121,8 +124,9 @@ def serve_demo(
     villages = load_villages(settings.villages)
     rosters = demo_rosters([v.code for v in villages], seed=seed)
     write_rosters(rosters, demo.roster_path)
-    boundaries = load_boundaries(settings.boundaries, villages) if settings.boundaries else illustrative_boundaries(villages)  # fmt: skip
-    year = simulate_year(schemas, villages, rosters, boundaries, year=settings.plan_year, as_of=as_of, seed=seed)  # fmt: skip
+    extent = settings.extent
+    boundaries = load_boundaries(settings.boundaries, villages, extent=extent) if settings.boundaries else illustrative_boundaries(villages, extent=extent)  # fmt: skip
+    year = simulate_year(schemas, villages, rosters, boundaries, year=settings.plan_year, as_of=as_of, seed=seed, plan=load_plan(settings.plan))  # fmt: skip
     lap("simulate")
 
     step("serving it as ODK Central on loopback")
@@ -156,7 +160,7 @@ def run_demo(
         laps = {**demo.seconds, "pull": round(time.monotonic() - started, 2)}
     step("computing progress, checks, follow-up lists, the dispatch report and the maps")
     started = time.monotonic()
-    report = write_report(demo.settings, demo.as_of, demo.settings.outputs_dir)
+    report = refresh_outputs(demo.settings, demo.as_of, demo.settings.outputs_dir)
     laps["report"] = round(time.monotonic() - started, 2)
     return DemoResult(demo.as_of, len(demo.form_ids), demo.served, pulled, report, laps)
 

@@ -26,6 +26,7 @@ from geo.boundaries import load_boundaries
 from geo.geofile import EXTENT_PAD_DEG, TOWN_EXTENT
 from geo.illustrative import EXTENT, illustrative_boundaries
 from geo.roads import load_roads
+from pipelines.analysis.plan import load_plan
 from pipelines.cli import main
 from pipelines.errors import DataError
 from tests.helpers import REPO
@@ -50,7 +51,7 @@ def _error(path: Path, four, *, roads=None) -> str:
         if roads is None:
             load_boundaries(path, four)
         else:
-            load_roads(path, roads)
+            load_roads(path, roads, load_plan().segments)
     message = str(caught.value)
     assert message.startswith(f"{path}: "), message
     assert "\n" not in message and "\r" not in message
@@ -325,7 +326,7 @@ LINE = shapely.LineString([(117.25, 35.17), (117.2555, 35.17)])
 
 
 def test_the_committed_road_file_loads(town) -> None:
-    roads, _ = load_roads(DATA / "roads_ok.geojson", town)
+    roads, _ = load_roads(DATA / "roads_ok.geojson", town, load_plan().segments)
     row = roads.set_index("segment_id").loc["fuqian_east"]
     assert not row["illustrative"] and row["length_km"] == pytest.approx(0.5, abs=0.01)
 

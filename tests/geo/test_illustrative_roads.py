@@ -4,7 +4,10 @@ import pytest
 import shapely
 
 from geo.illustrative import NOTICE, illustrative_boundaries
-from geo.roads import SEGMENTS, illustrative_roads
+from geo.roads import illustrative_roads
+from pipelines.analysis.plan import RoadSegment, load_plan
+
+SEGMENTS = load_plan().segments
 
 
 def test_illustrative_villages_tile_the_town_deterministically(register):
@@ -32,7 +35,7 @@ def test_another_seed_gives_other_polygons(register):
 
 
 def test_roads_have_the_plan_lengths_in_metres(register):
-    roads = illustrative_roads(illustrative_boundaries(register)).set_index("segment_id")
+    roads = illustrative_roads(illustrative_boundaries(register), SEGMENTS).set_index("segment_id")
     planned = {
         "longling_dongshatu": 0.9,
         "longyang_yanzhuang": 0.8,
@@ -47,3 +50,18 @@ def test_roads_have_the_plan_lengths_in_metres(register):
         assert roads.loc[seg, "length_km"] == pytest.approx(km)
     assert sum(planned.values()) == pytest.approx(8.0)
     assert roads.loc["dongzhu_road", "kind"] == "lighting" and roads["illustrative"].all()
+
+
+def test_the_villages_are_drawn_over_the_towns_own_extent(register):
+    extent = (116.50, 34.80, 116.62, 34.88)  # another town's
+    frame = illustrative_boundaries(register[:4], extent=extent).villages
+    west, south, east, north = frame.total_bounds
+    assert 116.50 <= west < east <= 116.62 and 34.80 <= south < north <= 34.88
+
+
+def test_roads_are_the_segments_they_are_given(register):
+    # another town's plan: one road of its own between two of its villages, none of 龙阳镇's
+    own = RoadSegment("east_link", "东环路", "construction", 1.5, "09-30", register[0].name, register[1].name)  # fmt: skip
+    roads = illustrative_roads(illustrative_boundaries(register[:4]), [own])
+    assert list(roads["segment_id"]) == ["east_link"] and list(roads["name"]) == ["东环路"]
+    assert roads.to_crs("EPSG:4549").length.iloc[0] / 1000 == pytest.approx(1.5, abs=1e-6)

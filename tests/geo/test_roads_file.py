@@ -13,8 +13,11 @@ from pyproj import Transformer
 from geo.illustrative import illustrative_boundaries
 from geo.maps import draw_maps
 from geo.roads import load_roads
+from pipelines.analysis.plan import load_plan
 from pipelines.config import load_settings
 from pipelines.errors import DataError
+
+SEGMENTS = load_plan().segments
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def test_supplied_segments_are_measured_in_metres(boundaries, tmp_path: Path) ->
         ["fuqian_east", "wolong_scenic", "wolong_scenic"],
         [500, 3000, 2000],
     )
-    roads, notes = load_roads(path, boundaries)
+    roads, notes = load_roads(path, boundaries, SEGMENTS)
     by_id = roads.set_index("segment_id")
     assert by_id.loc["fuqian_east", "length_km"] == pytest.approx(0.5, abs=0.001)
     assert by_id.loc["wolong_scenic", "length_km"] == pytest.approx(5.0, abs=0.001)  # two pieces
@@ -55,7 +58,7 @@ def test_supplied_segments_are_measured_in_metres(boundaries, tmp_path: Path) ->
 
 def test_a_segment_far_from_its_planned_length_gets_a_note(boundaries, tmp_path: Path) -> None:
     path = _write(tmp_path / "roads.geojson", ["fuqian_east"], [1500])
-    _, notes = load_roads(path, boundaries)
+    _, notes = load_roads(path, boundaries, SEGMENTS)
     assert any("府前路东延" in n and "1.5 km" in n and "0.5 km" in n for n in notes)
 
 
@@ -72,7 +75,7 @@ def test_a_segment_far_from_its_planned_length_gets_a_note(boundaries, tmp_path:
 def test_bad_road_files_are_named(boundaries, tmp_path: Path, name, ids, crs, words) -> None:
     path = _write(tmp_path / name, ids, [500], crs=crs)
     with pytest.raises(DataError, match=words.replace("(", r"\(").replace(")", r"\)")):
-        load_roads(path, boundaries)
+        load_roads(path, boundaries, SEGMENTS)
 
 
 def test_points_are_not_roads(boundaries, tmp_path: Path) -> None:
@@ -81,7 +84,7 @@ def test_points_are_not_roads(boundaries, tmp_path: Path) -> None:
         {"segment_id": ["fuqian_east"]}, geometry=[shapely.Point(117.25, 35.17)], crs="EPSG:4326"
     ).to_file(path, driver="GeoJSON")
     with pytest.raises(DataError, match="roads must be lines"):
-        load_roads(path, boundaries)
+        load_roads(path, boundaries, SEGMENTS)
 
 
 def test_maps_draw_the_supplied_roads(tmp_path: Path) -> None:
@@ -90,3 +93,12 @@ def test_maps_draw_the_supplied_roads(tmp_path: Path) -> None:
     result = draw_maps(settings, tmp_path / "out")
     assert any("longyang_yanzhuang" in w for w in result.warnings)
     assert (tmp_path / "out" / "maps" / "overview.html").exists()
+
+
+def test_ids_are_checked_against_the_towns_own_segments(boundaries, tmp_path: Path) -> None:
+    # a town whose plan has only 龙阳镇's first segment: the others are unknown to it
+    path = _write(tmp_path / "roads.geojson", ["fuqian_east"], [500])
+    with pytest.raises(
+        DataError, match=r"unknown segment id\(s\) fuqian_east .*longling_dongshatu$"
+    ):
+        load_roads(path, boundaries, SEGMENTS[:1])

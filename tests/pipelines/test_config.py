@@ -144,3 +144,65 @@ def test_a_secret_pasted_into_another_setting_is_not_echoed(tmp_path: Path) -> N
             config_file=toml(tmp_path, ""),
         )
     assert "tok-123456" not in str(e.value)
+
+
+# ---- the town's own data: plan and extent ---------------------------------------------------
+
+
+def test_plan_and_extent_default_to_the_bundled_town(tmp_path: Path) -> None:
+    from pipelines.analysis.plan import PLAN_FILE
+    from pipelines.config import REPO_ROOT
+
+    s = load_settings({}, env={}, config_file=toml(tmp_path, ""))
+    assert s.plan == PLAN_FILE and s.extent == (117.22, 35.15, 117.30, 35.20)
+    repo = load_settings({}, env={}, config_file=REPO_ROOT / "manyi.toml")
+    assert (repo.plan.resolve(), repo.extent) == (PLAN_FILE.resolve(), s.extent)
+
+
+def test_plan_and_extent_from_file_and_env(tmp_path: Path) -> None:
+    from pipelines.analysis.plan import PLAN_FILE
+
+    (tmp_path / "town").mkdir()
+    (tmp_path / "town" / "plan.toml").write_bytes(PLAN_FILE.read_bytes())
+    cfg = toml(tmp_path, 'plan = "town/plan.toml"\nextent = [116.5, 34.8, 116.62, 34.88]\n')
+    s = load_settings({}, env={}, config_file=cfg)
+    assert s.plan == tmp_path / "town" / "plan.toml"  # relative to the file
+    assert s.extent == (116.5, 34.8, 116.62, 34.88)
+    env = {"MANYI_PLAN": str(PLAN_FILE), "MANYI_EXTENT": " 117.1, 35.0 ,117.4,35.3"}
+    s = load_settings({}, env=env, config_file=cfg)
+    assert (s.plan, s.extent) == (PLAN_FILE, (117.1, 35.0, 117.4, 35.3))
+    as_text = toml(tmp_path, 'extent = "116.5,34.8,116.62,34.88"\n')  # as in the environment
+    assert load_settings({}, env={}, config_file=as_text).extent == (116.5, 34.8, 116.62, 34.88)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "words"),
+    [
+        (
+            "",
+            {"MANYI_PLAN": "/no/such/plan.toml"},
+            "plan file /no/such/plan.toml (set by MANYI_PLAN) does not exist",
+        ),
+        ('plan = "missing.toml"\n', {}, "missing.toml (set in "),
+        ('plan = "bad.toml"\n', {}, "bad.toml: not valid TOML"),
+        ('plan = "empty.toml"\n', {}, "needs [departments] and [domains] tables (plan set in "),
+        (
+            "",
+            {"MANYI_EXTENT": "117.22,35.15,117.30"},
+            "extent = '117.22,35.15,117.30' (from MANYI_EXTENT) is not four numbers",
+        ),
+        ("extent = [1, 2]\n", {}, "extent = [1, 2] (in "),
+        (
+            "",
+            {"MANYI_EXTENT": "117.30,35.15,117.22,35.20"},
+            "extent 117.3,35.15,117.22,35.2 (set by MANYI_EXTENT) is not west,south,east,north",
+        ),
+        ('extent = "117.2,95,117.3,96"\n', {}, "south < north"),
+        ("", {"MANYI_EXTENT": "nan,35.15,117.30,35.20"}, "west,south,east,north"),
+    ],
+)
+def test_a_bad_plan_or_extent_says_where(tmp_path: Path, text: str, env: dict, words: str) -> None:
+    (tmp_path / "bad.toml").write_text("plan_name = \n", encoding="utf-8")
+    (tmp_path / "empty.toml").write_text('plan_name = "空"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_settings({}, env=env, config_file=toml(tmp_path, text))

@@ -25,16 +25,15 @@ import pytest
 from openpyxl import load_workbook
 
 from pipelines.config import load_settings
-from pipelines.demo.central_server import CentralStandIn, seed_synthetic
 from pipelines.errors import DataError
 from pipelines.records import AttachmentRef, Quarantined, Record, storable
-from pipelines.sources import files
-from pipelines.sources.files import FilesSource
+from pipelines.sources.exports import FilesSource, _safe
 from pipelines.store import Store, StoreError, open_store
 from pipelines.sync import pull
 from tests.helpers import REPO
 from tests.pipelines.sources.test_central import FAST, PASSWORD
 from tests.pipelines.sources.test_central import settings_for as central_settings
+from tests.standins.central_server import CentralStandIn, seed_synthetic
 
 DATA = REPO / "tests" / "data" / "pipelines"
 EXPORT = DATA / "sanitation_sweep.csv.zip"
@@ -477,7 +476,7 @@ def test_too_many_members_is_refused_before_reading(tmp_path: Path) -> None:
     path = tmp_path / "many.zip"
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("sanitation_sweep.csv", "KEY\n")
-        for i in range(files.MAX_MEMBERS):
+        for i in range(_safe.MAX_MEMBERS):
             z.writestr(f"media/{i}.jpg", b"")
     with pytest.raises(DataError) as e:
         FilesSource(path)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.demo.central_server import CentralStandIn, seed_synthetic, synthetic_xform
 from pipelines.store import open_store
 from pipelines.sync import pull
 from tests.pipelines.sources.test_central import FAST, PASSWORD
 from tests.pipelines.sources.test_central import settings_for as central_settings
 from tests.pipelines.sources.test_kobo import answers
 from tests.pipelines.sources.test_kobo import settings_for as kobo_settings
+from tests.standins.central_server import CentralStandIn, seed_synthetic, synthetic_xform
 from tests.standins.kobo_server import KoboStandIn
 
 FORM = "race_form"

@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from pipelines.errors import DataError, ManyiError
-from pipelines.records import Quarantined, Record, geojson_to_xform, utc_text
+from pipelines.records import Quarantined, Record, utc_text
+from pipelines.sources._central_records import geojson_to_xform
 from pipelines.store import MIGRATIONS, Published, Store, StoreError, open_store, safe_name
 
 

@@ -24,7 +24,8 @@
   label or hint."}``. Form media: ``GET/POST …/files/`` (``base64Encoded`` plus
   ``metadata.filename``; ``metadata.hash`` = ``md5:<hex>``; a repeated name or a CSV name
   with spaces → 400) and ``DELETE …/files/<uid>/`` → 204.
-* The same faults as the Central stand-in.
+* Faults, a request log and a per-request hook as for the Central stand-in
+  (:mod:`tests.standins.faults`); an injected error answers ``{"detail": "injected"}``.
 """
 
 from __future__ import annotations
@@ -34,24 +35,20 @@ import hashlib
 import io
 import json
 import random
-import socket
 import string
-import struct
 import threading
-import time
 import uuid
 import zipfile
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from openpyxl import load_workbook
 
-from pipelines.demo.central_server import Fault, LoopbackServer
+from pipelines.demo.loopback import LoopbackServer
+from tests.standins.faults import Faults, InjectFaults
 
 TOKEN = "3a8da043dd1b669688dae523b015177a1d4201d5"
 
@@ -66,25 +63,20 @@ def _deployment(asset: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class KoboStandIn(LoopbackServer):
+class KoboStandIn(Faults, LoopbackServer):
     def __init__(self, token: str = TOKEN, username: str = "zefir"):
         self.token, self.username = token, username
         self.assets: dict[str, dict[str, Any]] = {}
         self.data: dict[str, list[dict[str, Any]]] = {}
         self.files: dict[str, tuple[str, bytes]] = {}  # attachment uid → (mimetype, bytes)
-        self.faults: list[Fault] = []
-        self.requests: list[tuple[str, str]] = []
-        self.before: Callable[[str, str], None] | None = None  # hook(method, path)
         self._next_id = 16
         self._clock = datetime(2026, 11, 29, 0, 0, 0, tzinfo=UTC)
         self._lock = threading.RLock()
-        self._last_page: dict[str, bytes] = {}
         self.imports: dict[str, dict[str, Any]] = {}  # import uid → task
         self.import_polls = 1  # polls answered "processing" before an import completes
-        self.page_delay = 0.0  # seconds each /data/ page takes, to give a pull some length
         self.max_limit = 1000  # kpi's silent cap on `limit`; lower it to get short pages
         self.asset_files: dict[str, dict[str, dict[str, Any]]] = {}  # asset → file uid → file
-        super().__init__(_handler(self))
+        super().__init__(type("Handler", (_Handler,), {"kobo": self}))
 
     # ---- data --------------------------------------------------------------------
     def add_asset(self, uid: str, name: str, version: str = "vHNo5vFh3KoB7LWhucUkFy") -> None:
@@ -326,336 +318,306 @@ def _matches(row: dict[str, Any], query: dict[str, Any]) -> bool:
     return True
 
 
-def _handler(kobo: KoboStandIn) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # One buffered write per response and no Nagle: otherwise headers and body go out
-        # as two segments and each request waits ~40 ms for a delayed ACK.
-        wbufsize = 1 << 16
-        disable_nagle_algorithm = True
+class _Handler(InjectFaults):
+    kobo: ClassVar[KoboStandIn]  # set per server by KoboStandIn
+    protocol_version = "HTTP/1.1"
+    # One buffered write per response and no Nagle: otherwise headers and body go out
+    # as two segments and each request waits ~40 ms for a delayed ACK.
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
-        def _send(
-            self,
-            status: int,
-            body: Any,
-            ctype: str = "application/json",
-            extra: dict[str, str] | None = None,
-        ) -> None:
-            data = body if isinstance(body, bytes) else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in (extra or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
+    @property
+    def faulty(self) -> Faults:
+        return self.kobo
 
-        def _fault(self) -> bool:
-            for f in kobo.faults:
-                if f.path_contains not in self.path:
-                    continue
-                f.seen += 1
-                if f.seen < f.nth or f.fired >= f.times:
-                    continue
-                f.fired += 1
-                if f.kind == "status":
-                    extra = {"Retry-After": f.retry_after} if f.retry_after else {}
-                    self._send(f.status, {"detail": "injected"}, extra=extra)
-                    return True
-                if f.kind == "delay":
-                    time.sleep(f.delay)
-                if f.kind == "reset":
-                    self.close_connection = True
-                    self.connection.setsockopt(
-                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                    )
-                    self.connection.close()
-                    return True
-                if f.kind == "repeat_page" and self.path.split("?")[0] in kobo._last_page:
-                    self._send(200, kobo._last_page[self.path.split("?")[0]])
-                    return True
-            return False
+    def _injected(self, status: int, headers: dict[str, str]) -> None:
+        self._send(status, {"detail": "injected"}, extra=headers)
 
-        def _user(self) -> bool | None:
-            """True for the right token, False for a wrong one, None for no credentials."""
-            auth = self.headers.get("Authorization", "")
-            return auth[6:].strip() == kobo.token if auth.lower().startswith("token ") else None
+    def _send(
+        self,
+        status: int,
+        body: Any,
+        ctype: str = "application/json",
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
 
-        def _body(self) -> bytes:
-            n = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(n) if n else b""
+    def _user(self) -> bool | None:
+        """True for the right token, False for a wrong one, None for no credentials."""
+        auth = self.headers.get("Authorization", "")
+        return auth[6:].strip() == self.kobo.token if auth.lower().startswith("token ") else None
 
-        def _begin(self, method: str) -> tuple[bool | None, list[str], dict[str, str]] | None:
-            kobo.requests.append((method, self.path))
-            if kobo.before:
-                kobo.before(method, self.path)
-            if self._fault():
-                return None
-            user = self._user()
-            if user is False:
-                self._body()
-                self._send(401, {"detail": "Invalid token."}, extra={"WWW-Authenticate": "Session"})
-                return None
-            split = urlsplit(self.path)
-            segs = [unquote(x) for x in split.path.strip("/").split("/")]
-            return user, segs, dict(parse_qsl(split.query, keep_blank_values=True))
+    def _body(self) -> bytes:
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
 
-        def do_GET(self) -> None:
-            begun = self._begin("GET")
-            if begun is None:
-                return
-            user, segs, q = begun
-            split = urlsplit(self.path)
-            if segs == ["api", "v2", "assets"]:
-                results = list(kobo.assets.values()) if user else []
-                self._send(
-                    200, {"count": len(results), "next": None, "previous": None, "results": results}
-                )
-                return
-            if segs[:3] == ["api", "v2", "imports"] and len(segs) == 4 and user:
-                task = kobo.imports.get(segs[3])
-                if task is None:
-                    self._send(404, {"detail": "Not found."})
-                    return
-                with kobo._lock:
-                    if task["status"] == "processing":
-                        task["_polls"] += 1
-                        if task["_polls"] > kobo.import_polls:
-                            kobo._import_done(task)
-                self._send(200, {k: v for k, v in task.items() if not k.startswith("_")})
-                return
-            if segs[:3] != ["api", "v2", "assets"] or len(segs) < 4:
-                self._send(404, {"detail": "Not found."})
-                return
-            asset = kobo.assets.get(segs[3])
-            if not user or asset is None:
-                self._send(404, {"detail": "Not found."})
-                return
-            if len(segs) == 4:
-                self._send(200, asset)
-                return
-            if segs[4] == "files" and len(segs) == 5:
-                files = [
-                    {k: v for k, v in f.items() if not k.startswith("_")}
-                    for f in kobo.asset_files[segs[3]].values()
-                    if q.get("file_type") in (None, f["file_type"])
-                ]
-                self._send(
-                    200, {"count": len(files), "next": None, "previous": None, "results": files}
-                )
-                return
-            if segs[4] == "deployment" and len(segs) == 5:
-                if not asset["has_deployment"]:
-                    self._send(404, {"detail": "Not found."})
-                    return
-                self._send(200, _deployment(asset))
-                return
-            if segs[4] == "data" and len(segs) == 5:
-                if not asset.get("has_deployment"):
-                    self._send(400, {"detail": "The specified asset has not been deployed"})
-                    return
-                self._data(segs[3], q, split.path)
-                return
-            if segs[4] == "data" and len(segs) == 8 and segs[6] == "attachments":
-                found = kobo.files.get(segs[7])
-                if found is None:
-                    self._send(404, {"detail": "Not found."})
-                    return
-                self._send(200, found[1], found[0])
-                return
-            self._send(404, {"detail": "Not found."})
-
-        def do_POST(self) -> None:
-            begun = self._begin("POST")
-            if begun is None:
-                return
-            user, segs, _q = begun
-            body = self._body()
-            if segs == ["api", "v2", "imports"]:
-                if not user:
-                    self._send(401, {"detail": "Authentication credentials were not provided."})
-                    return
-                fields = _multipart(self.headers.get("Content-Type", ""), body)
-                if "file" not in fields:
-                    self._send(400, {"detail": "Not implemented"})
-                    return
-                uid = _kpi_uid("i")
-                kobo.imports[uid] = {
-                    "status": "processing",
-                    "uid": uid,
-                    "messages": {},
-                    "date_created": kobo._clock.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
-                    "_fields": fields,
-                    "_polls": 0,
-                }
-                self._send(
-                    201,
-                    {
-                        "uid": uid,
-                        "url": f"{kobo.url}/api/v2/imports/{uid}/",
-                        "status": "processing",
-                    },
-                )
-                return
-            asset = kobo.assets.get(segs[3]) if len(segs) > 3 else None
-            if segs[:3] != ["api", "v2", "assets"] or asset is None or not user:
-                self._send(404, {"detail": "Not found."})
-                return
-            data = json.loads(body or b"{}")
-            if segs[4:] == ["deployment"]:
-                if asset["has_deployment"]:
-                    self._send(405, {"detail": "Use PATCH to update an existing deployment"})
-                    return
-                bad = _unlabelled(asset["content"])
-                if bad:
-                    self._send(
-                        400, {"error": f"The survey element named '{bad}' has no label or hint."}
-                    )
-                    return
-                self._send(200, kobo.deploy(segs[3], bool(data.get("active", False))))
-                return
-            if segs[4:] == ["files"]:
-                name = (data.get("metadata") or {}).get("filename", "")
-                encoded = data.get("base64Encoded", "")
-                if " " in name.replace("%20", " ") and name.endswith(".csv"):
-                    self._send(
-                        400,
-                        {
-                            "base64Encoded": [
-                                "CSV filenames cannot contain spaces. Rename the file and try again."
-                            ]
-                        },
-                    )
-                    return
-                if any(
-                    f["metadata"]["filename"] == name for f in kobo.asset_files[segs[3]].values()
-                ):
-                    self._send(400, {"base64Encoded": ["File already exists"]})
-                    return
-                raw = base64.b64decode(encoded[encoded.index("base64") + 7 :])
-                uid = _kpi_uid("af")[:23]
-                item = {
-                    "uid": uid,
-                    "url": f"{kobo.url}/api/v2/assets/{segs[3]}/files/{uid}/",
-                    "asset": f"{kobo.url}/api/v2/assets/{segs[3]}/",
-                    "user": f"{kobo.url}/api/v2/users/{kobo.username}/",
-                    "user__username": kobo.username,
-                    "file_type": data.get("file_type"),
-                    "description": data.get("description"),
-                    "date_created": kobo._clock.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
-                    "content": f"{kobo.url}/api/v2/assets/{segs[3]}/files/{uid}/content/",
-                    "metadata": {
-                        "filename": name,
-                        "hash": "md5:" + hashlib.md5(raw).hexdigest(),  # noqa: S324 - kpi's hash
-                        "mimetype": encoded[5 : encoded.index(";")]
-                        if encoded.startswith("data:")
-                        else None,
-                    },
-                    "_bytes": raw,
-                }
-                kobo.asset_files[segs[3]][uid] = item
-                self._send(201, {k: v for k, v in item.items() if not k.startswith("_")})
-                return
-            self._send(405, {"detail": 'Method "POST" not allowed.'})
-
-        def do_PATCH(self) -> None:
-            begun = self._begin("PATCH")
-            if begun is None:
-                return
-            user, segs, _q = begun
-            body = self._body()
-            asset = kobo.assets.get(segs[3]) if len(segs) > 3 else None
-            if segs[:3] != ["api", "v2", "assets"] or asset is None or not user:
-                self._send(404, {"detail": "Not found."})
-                return
-            data = json.loads(body or b"{}")
-            if segs[4:] == ["deployment"]:
-                if not asset["has_deployment"]:
-                    self._send(405, {"detail": "Use POST to create a new deployment"})
-                    return
-                if "version_id" in data:
-                    if data["version_id"] != asset["version_id"]:
-                        # NotImplementedError in kpi: an unhandled 500
-                        self._send(500, b"<h1>Server Error (500)</h1>", "text/html")
-                        return
-                    bad = _unlabelled(asset["content"])
-                    if bad:
-                        self._send(
-                            400,
-                            {"error": f"The survey element named '{bad}' has no label or hint."},
-                        )
-                        return
-                    self._send(200, kobo.deploy(segs[3], bool(data.get("active", True))))
-                    return
-                asset["deployment__active"] = bool(data.get("active", True))
-                asset["deployment_status"] = (
-                    "deployed" if asset["deployment__active"] else "archived"
-                )
-                self._send(200, _deployment(asset))
-                return
-            self._send(405, {"detail": 'Method "PATCH" not allowed.'})
-
-        def do_DELETE(self) -> None:
-            begun = self._begin("DELETE")
-            if begun is None:
-                return
-            user, segs, _q = begun
+    def _begin(self) -> tuple[bool | None, list[str], dict[str, str]] | None:
+        user = self._user()
+        if user is False:
             self._body()
-            if (
-                user
-                and segs[:3] == ["api", "v2", "assets"]
-                and len(segs) == 6
-                and segs[4] == "files"
-                and kobo.asset_files.get(segs[3], {}).pop(segs[5], None) is not None
-            ):
-                self._send(204, b"", "application/json")
+            self._send(401, {"detail": "Invalid token."}, extra={"WWW-Authenticate": "Session"})
+            return None
+        split = urlsplit(self.path)
+        segs = [unquote(x) for x in split.path.strip("/").split("/")]
+        return user, segs, dict(parse_qsl(split.query, keep_blank_values=True))
+
+    def do_GET(self) -> None:
+        begun = self._begin()
+        if begun is None:
+            return
+        user, segs, q = begun
+        split = urlsplit(self.path)
+        if segs == ["api", "v2", "assets"]:
+            results = list(self.kobo.assets.values()) if user else []
+            self._send(
+                200, {"count": len(results), "next": None, "previous": None, "results": results}
+            )
+            return
+        if segs[:3] == ["api", "v2", "imports"] and len(segs) == 4 and user:
+            task = self.kobo.imports.get(segs[3])
+            if task is None:
+                self._send(404, {"detail": "Not found."})
                 return
+            with self.kobo._lock:
+                if task["status"] == "processing":
+                    task["_polls"] += 1
+                    if task["_polls"] > self.kobo.import_polls:
+                        self.kobo._import_done(task)
+            self._send(200, {k: v for k, v in task.items() if not k.startswith("_")})
+            return
+        if segs[:3] != ["api", "v2", "assets"] or len(segs) < 4:
             self._send(404, {"detail": "Not found."})
-
-        def _data(self, uid: str, q: dict[str, str], path: str) -> None:
-            try:
-                limit = int(q.get("limit", "100"))
-                start = int(q.get("start", "0"))
-                if limit <= 0:
-                    raise ValueError
-            except ValueError:
-                self._send(400, {"limit": "A positive integer is required"})
+            return
+        asset = self.kobo.assets.get(segs[3])
+        if not user or asset is None:
+            self._send(404, {"detail": "Not found."})
+            return
+        if len(segs) == 4:
+            self._send(200, asset)
+            return
+        if segs[4] == "files" and len(segs) == 5:
+            files = [
+                {k: v for k, v in f.items() if not k.startswith("_")}
+                for f in self.kobo.asset_files[segs[3]].values()
+                if q.get("file_type") in (None, f["file_type"])
+            ]
+            self._send(200, {"count": len(files), "next": None, "previous": None, "results": files})
+            return
+        if segs[4] == "deployment" and len(segs) == 5:
+            if not asset["has_deployment"]:
+                self._send(404, {"detail": "Not found."})
                 return
-            limit = min(limit, kobo.max_limit)  # kpi caps silently
-            if kobo.page_delay:
-                time.sleep(kobo.page_delay)
-            try:
-                query = json.loads(q["query"]) if "query" in q else {}
-                sort = json.loads(q["sort"]) if "sort" in q else {"_id": 1}
-                fields = json.loads(q["fields"]) if "fields" in q else None
-            except ValueError:
-                self._send(400, {"query": "Value must be valid JSON."})
+            self._send(200, _deployment(asset))
+            return
+        if segs[4] == "data" and len(segs) == 5:
+            if not asset.get("has_deployment"):
+                self._send(400, {"detail": "The specified asset has not been deployed"})
                 return
-            with kobo._lock:
-                rows = [r for r in kobo.data[uid] if _matches(r, query)]
-            ((key, direction),) = sort.items()
-            rows.sort(key=lambda r: r.get(key) or "", reverse=direction == -1)
-            page = rows[start : start + limit]
-            if fields is not None:
-                keep = set(fields) | {"_id", "_uuid", "meta/rootUuid"}
-                page = [
-                    dict(
-                        {k: v for k, v in r.items() if k in keep},
-                        _validation_status=r.get("_validation_status", {}),
-                    )
-                    for r in page
-                ]
-            nxt = None
-            if start + limit < len(rows):
-                params = dict(q, limit=str(limit), start=str(start + limit))
-                nxt = f"{kobo.url}{path}?" + urlencode(sorted(params.items()))
-            body = json.dumps(
-                {"count": len(rows), "next": nxt, "previous": None, "results": page}
-            ).encode()
-            kobo._last_page[path] = body
-            self._send(200, body, extra={"X-KoBoNaUt": kobo.username})
+            self._data(segs[3], q, split.path)
+            return
+        if segs[4] == "data" and len(segs) == 8 and segs[6] == "attachments":
+            found = self.kobo.files.get(segs[7])
+            if found is None:
+                self._send(404, {"detail": "Not found."})
+                return
+            self._send(200, found[1], found[0])
+            return
+        self._send(404, {"detail": "Not found."})
 
-    return Handler
+    def do_POST(self) -> None:
+        begun = self._begin()
+        if begun is None:
+            return
+        user, segs, _q = begun
+        body = self._body()
+        if segs == ["api", "v2", "imports"]:
+            if not user:
+                self._send(401, {"detail": "Authentication credentials were not provided."})
+                return
+            fields = _multipart(self.headers.get("Content-Type", ""), body)
+            if "file" not in fields:
+                self._send(400, {"detail": "Not implemented"})
+                return
+            uid = _kpi_uid("i")
+            self.kobo.imports[uid] = {
+                "status": "processing",
+                "uid": uid,
+                "messages": {},
+                "date_created": self.kobo._clock.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
+                "_fields": fields,
+                "_polls": 0,
+            }
+            self._send(
+                201,
+                {
+                    "uid": uid,
+                    "url": f"{self.kobo.url}/api/v2/imports/{uid}/",
+                    "status": "processing",
+                },
+            )
+            return
+        found = self._asset_body(user, segs, body)
+        if found is None:
+            return
+        asset, data = found
+        if segs[4:] == ["deployment"]:
+            if asset["has_deployment"]:
+                self._send(405, {"detail": "Use PATCH to update an existing deployment"})
+                return
+            self._deploy(segs[3], asset, bool(data.get("active", False)))
+            return
+        if segs[4:] == ["files"]:
+            name = (data.get("metadata") or {}).get("filename", "")
+            encoded = data.get("base64Encoded", "")
+            if " " in name.replace("%20", " ") and name.endswith(".csv"):
+                self._send(
+                    400,
+                    {
+                        "base64Encoded": [
+                            "CSV filenames cannot contain spaces. Rename the file and try again."
+                        ]
+                    },
+                )
+                return
+            if any(
+                f["metadata"]["filename"] == name for f in self.kobo.asset_files[segs[3]].values()
+            ):
+                self._send(400, {"base64Encoded": ["File already exists"]})
+                return
+            raw = base64.b64decode(encoded[encoded.index("base64") + 7 :])
+            uid = _kpi_uid("af")[:23]
+            item = {
+                "uid": uid,
+                "url": f"{self.kobo.url}/api/v2/assets/{segs[3]}/files/{uid}/",
+                "asset": f"{self.kobo.url}/api/v2/assets/{segs[3]}/",
+                "user": f"{self.kobo.url}/api/v2/users/{self.kobo.username}/",
+                "user__username": self.kobo.username,
+                "file_type": data.get("file_type"),
+                "description": data.get("description"),
+                "date_created": self.kobo._clock.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
+                "content": f"{self.kobo.url}/api/v2/assets/{segs[3]}/files/{uid}/content/",
+                "metadata": {
+                    "filename": name,
+                    "hash": "md5:" + hashlib.md5(raw).hexdigest(),  # noqa: S324 - kpi's hash
+                    "mimetype": encoded[5 : encoded.index(";")]
+                    if encoded.startswith("data:")
+                    else None,
+                },
+                "_bytes": raw,
+            }
+            self.kobo.asset_files[segs[3]][uid] = item
+            self._send(201, {k: v for k, v in item.items() if not k.startswith("_")})
+            return
+        self._send(405, {"detail": 'Method "POST" not allowed.'})
+
+    def do_PATCH(self) -> None:
+        begun = self._begin()
+        if begun is None:
+            return
+        user, segs, _q = begun
+        body = self._body()
+        found = self._asset_body(user, segs, body)
+        if found is None:
+            return
+        asset, data = found
+        if segs[4:] == ["deployment"]:
+            if not asset["has_deployment"]:
+                self._send(405, {"detail": "Use POST to create a new deployment"})
+                return
+            if "version_id" in data:
+                if data["version_id"] != asset["version_id"]:
+                    # NotImplementedError in kpi: an unhandled 500
+                    self._send(500, b"<h1>Server Error (500)</h1>", "text/html")
+                    return
+                self._deploy(segs[3], asset, bool(data.get("active", True)))
+                return
+            asset["deployment__active"] = bool(data.get("active", True))
+            asset["deployment_status"] = "deployed" if asset["deployment__active"] else "archived"
+            self._send(200, _deployment(asset))
+            return
+        self._send(405, {"detail": 'Method "PATCH" not allowed.'})
+
+    def _asset_body(
+        self, user: bool | None, segs: list[str], body: bytes
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The asset a POST or PATCH is about, and its JSON body; None once answered 404."""
+        asset = self.kobo.assets.get(segs[3]) if len(segs) > 3 else None
+        if segs[:3] != ["api", "v2", "assets"] or asset is None or not user:
+            self._send(404, {"detail": "Not found."})
+            return None
+        return asset, json.loads(body or b"{}")
+
+    def _deploy(self, uid: str, asset: dict[str, Any], active: bool) -> None:
+        """Deploy the asset's current version, unless a question has no label (kpi's 400)."""
+        bad = _unlabelled(asset["content"])
+        if bad:
+            self._send(400, {"error": f"The survey element named '{bad}' has no label or hint."})
+            return
+        self._send(200, self.kobo.deploy(uid, active))
+
+    def do_DELETE(self) -> None:
+        begun = self._begin()
+        if begun is None:
+            return
+        user, segs, _q = begun
+        self._body()
+        if (
+            user
+            and segs[:3] == ["api", "v2", "assets"]
+            and len(segs) == 6
+            and segs[4] == "files"
+            and self.kobo.asset_files.get(segs[3], {}).pop(segs[5], None) is not None
+        ):
+            self._send(204, b"", "application/json")
+            return
+        self._send(404, {"detail": "Not found."})
+
+    def _data(self, uid: str, q: dict[str, str], path: str) -> None:
+        try:
+            limit = int(q.get("limit", "100"))
+            start = int(q.get("start", "0"))
+            if limit <= 0:
+                raise ValueError
+        except ValueError:
+            self._send(400, {"limit": "A positive integer is required"})
+            return
+        limit = min(limit, self.kobo.max_limit)  # kpi caps silently
+        try:
+            query = json.loads(q["query"]) if "query" in q else {}
+            sort = json.loads(q["sort"]) if "sort" in q else {"_id": 1}
+            fields = json.loads(q["fields"]) if "fields" in q else None
+        except ValueError:
+            self._send(400, {"query": "Value must be valid JSON."})
+            return
+        with self.kobo._lock:
+            rows = [r for r in self.kobo.data[uid] if _matches(r, query)]
+        ((key, direction),) = sort.items()
+        rows.sort(key=lambda r: r.get(key) or "", reverse=direction == -1)
+        page = rows[start : start + limit]
+        if fields is not None:
+            keep = set(fields) | {"_id", "_uuid", "meta/rootUuid"}
+            page = [
+                dict(
+                    {k: v for k, v in r.items() if k in keep},
+                    _validation_status=r.get("_validation_status", {}),
+                )
+                for r in page
+            ]
+        nxt = None
+        if start + limit < len(rows):
+            params = dict(q, limit=str(limit), start=str(start + limit))
+            nxt = f"{self.kobo.url}{path}?" + urlencode(sorted(params.items()))
+        body = json.dumps(
+            {"count": len(rows), "next": nxt, "previous": None, "results": page}
+        ).encode()
+        self._send(200, body, extra={"X-KoBoNaUt": self.kobo.username})

@@ -87,3 +87,76 @@ def test_missing_measure_key_is_named() -> None:
     del ind["roster"]
     with pytest.raises(ConfigError, match="'home_visit_once': measure 'coverage' needs 'roster'"):
         parse_plan(table)
+
+
+# ---- the plan's road segments: declared once, here -------------------------------------------
+
+
+def test_the_road_segments_are_declared_in_the_plan() -> None:
+    plan = load_plan()
+    by_id = {s.segment_id: s for s in plan.segments}
+    assert list(by_id) == [
+        "longling_dongshatu", "longyang_yanzhuang", "fuqian_east", "wolong_scenic",
+        "dongzhu_road", "tourism_road",
+    ]  # fmt: skip
+    assert plan.planned_km == {
+        "longling_dongshatu": 0.9, "longyang_yanzhuang": 0.8, "fuqian_east": 0.5,
+        "wolong_scenic": 5.8,
+    }  # fmt: skip
+    # the km targets are the segments' lengths: 2.2 km by 06-30, 8 km in all
+    assert sum(plan.planned_km.values()) == pytest.approx(plan.indicator("road_km_total").target)
+    phase1 = [s for s in plan.segments if s.deadline == "06-30"]
+    assert sum(s.planned_km for s in phase1) == pytest.approx(2.2)
+    assert (by_id["fuqian_east"].start, by_id["fuqian_east"].heading_deg) == ("龙阳", 0.0)
+    assert [s.name for s in plan.segments_of("lighting")] == ["东朱路", "旅游路"]
+    assert "segment" not in plan.extra
+
+
+def test_a_where_naming_an_undeclared_segment_is_refused() -> None:
+    table = _table()
+    table["segment"] = [s for s in table["segment"] if s["id"] != "fuqian_east"]
+    with pytest.raises(
+        ConfigError,
+        match="indicator 'road_km_phase1': where names segment 'fuqian_east', which is no "
+        "construction \\[\\[segment\\]\\] of the plan",
+    ):
+        parse_plan(table)
+    table = _table()
+    ind = next(i for i in table["indicator"] if i["id"] == "road_km_total")
+    ind["where"] = "segment != 'other' and segment != 'ring_road'"
+    with pytest.raises(ConfigError, match="'road_km_total': where names segment 'ring_road'"):
+        parse_plan(table)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("kind", "paving", "segment #3 'fuqian_east': kind 'paving' must be one of"),
+        ("planned_km", 0, "segment #3 'fuqian_east': planned_km = 0 must be a number"),
+        ("planned_km", None, "segment #3 'fuqian_east': a construction segment needs 'planned_km'"),
+        ("deadline", "6/30", "segment #3 'fuqian_east': deadline = '6/30' is not a month-day"),
+        (
+            "to",
+            "董沙土",
+            "segment #3 'fuqian_east': give either 'to' .* or 'heading_deg', not both",
+        ),
+        ("from", None, "segment #3 'fuqian_east': missing 'from'"),
+        ("id", "other", "segment #3 'other': id 'other' must be ASCII letters"),
+        ("id", "府前路", "segment #3 '府前路': id '府前路' must be ASCII letters"),
+        (
+            "id",
+            "longling_dongshatu",
+            "'longling_dongshatu': id 'longling_dongshatu' repeats segment #1",
+        ),
+        ("lanes", 2, "segment #3 'fuqian_east': unknown key\\(s\\) lanes"),
+    ],
+)
+def test_bad_segment_names_segment_and_key(key: str, value: object, message: str) -> None:
+    table = _table()
+    seg = table["segment"][2]
+    if value is None:
+        del seg[key]
+    else:
+        seg[key] = value
+    with pytest.raises(ConfigError, match=message):
+        parse_plan(table)

@@ -30,8 +30,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.demo.central_server import RECORDED_FORMS, CentralStandIn
 from tests.helpers import CENTRAL_FIXTURES
+from tests.standins.central_server import RECORDED_FORMS, CentralStandIn
 
 
 def _load(path: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from forms.build import build_forms
 from forms.schema import Field, FormSchema, load_schema
 from geo.boundaries import Boundaries
 from geo.illustrative import illustrative_boundaries
-from geo.roads import SEGMENTS, illustrative_roads
+from geo.roads import illustrative_roads
 from geo.villages import Village, load_villages
 from pipelines.analysis.indicators import DONE, LAGGING, ON_TRACK, OVERDUE, compute_progress
 from pipelines.analysis.plan import load_plan
@@ -308,7 +308,7 @@ def test_the_answers_the_plan_counts_hold_together(world: World, sim: SimulatedY
         s, v = rec.data["subject"], rec.data["verify"]
         assert s["members_on_file"] == str(households.loc[s["household"], "members"])
         assert 0 <= v["members_verified"] <= int(s["members_on_file"])
-    planned = {s.segment_id: s.planned_km for s in SEGMENTS if s.planned_km}
+    planned = load_plan().planned_km
     by_segment: dict[str, list[tuple[str, str, float]]] = defaultdict(list)
     for rec in sim.records["road_progress"]:
         seg = rec.data["project"]["segment"]
@@ -365,7 +365,9 @@ def test_geopoints_lie_in_their_village_except_the_planted_bad_ones(world: World
     assert found == sim.bad_gps
     assert set(Counter(found.values())) == {"accuracy", "wrong_village"}
     # lamp faults lie on the lit road they were reported on
-    roads = illustrative_roads(world.boundaries).set_index("segment_id").geometry
+    roads = (
+        illustrative_roads(world.boundaries, load_plan().segments).set_index("segment_id").geometry
+    )
     for rec in sim.records["street_lighting"]:
         road = rec.data["road_info"]["road"]
         for item in rec.data["faults"]:

@@ -1,4 +1,4 @@
-"""Issue 9: no personal number slips through. ``write_report`` runs over real stores whose
+"""Issue 9: no personal number slips through. ``refresh_outputs`` runs over real stores whose
 records carry ID numbers and mobiles typed every way people type them, and every output file
 (HTML, XLSX cell by cell, CSV, the maps) is scanned with the wider scanner.
 
@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 from openpyxl import load_workbook
 
-from forms.build import build_forms
 from forms.schema import FormSchema, load_schema
 from geo.illustrative import illustrative_boundaries
 from geo.villages import load_villages
@@ -34,9 +33,9 @@ from pipelines.analysis.rosters import Rosters, demo_rosters, write_rosters
 from pipelines.config import Settings
 from pipelines.demo.simulate import SimulatedYear, simulate_year
 from pipelines.records import Quarantined
-from pipelines.reports.report import QUARANTINE, ReportResult, write_report
+from pipelines.reports import Outputs, refresh_outputs
+from pipelines.reports.lists import QUARANTINE
 from pipelines.store import open_store
-from tests.helpers import REPO, VILLAGES
 from tests.pipelines.analysis.test_privacy import (
     ID_LAYOUTS,
     OLD_ID_LAYOUTS,
@@ -120,13 +119,6 @@ class Planted:
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("build")
-    build_forms(REPO / "forms", out, VILLAGES, validate=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def world(build: Path) -> tuple[dict[str, FormSchema], Rosters]:
     ids = sorted(p.stem for p in build.glob("*.json") if p.stem != "manifest")
     schemas = {i: load_schema(build, i) for i in ids}
@@ -139,7 +131,7 @@ def _year(world: tuple[dict[str, FormSchema], Rosters], as_of: date) -> Simulate
     return simulate_year(schemas, VS, rosters, boundaries, year=2023, as_of=as_of, seed=9)
 
 
-def _report(root: Path, build: Path, rosters: Rosters, records: dict[str, list], as_of: date, quarantined: list[Quarantined] = ()) -> ReportResult:  # fmt: skip
+def _report(root: Path, build: Path, rosters: Rosters, records: dict[str, list], as_of: date, quarantined: list[Quarantined] = ()) -> Outputs:  # fmt: skip
     write_rosters(rosters, root / "rosters")
     settings = Settings(data_dir=root / "data", outputs_dir=root / "out", build_dir=build,
                         plan_year=2023, source="files", rosters_dir=root / "rosters")  # fmt: skip
@@ -148,11 +140,11 @@ def _report(root: Path, build: Path, rosters: Rosters, records: dict[str, list],
             store.write_page("files", form_id, recs)
         for item in quarantined:
             store.write_page("files", item.form_id, [], [item])
-    return write_report(settings, as_of)
+    return refresh_outputs(settings, as_of)
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, build: Path, world) -> tuple[ReportResult, SimulatedYear]:  # fmt: skip
+def demo(tmp_path_factory: pytest.TempPathFactory, build: Path, world) -> tuple[Outputs, SimulatedYear]:  # fmt: skip
     """The demo's year, as the simulator makes it, at the demo's default as-of date."""
     year = _year(world, date(2023, 10, 15))
     result = _report(tmp_path_factory.mktemp("demo"), build, world[1], year.records, year.as_of)
@@ -160,7 +152,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory, build: Path, world) -> tuple[
 
 
 @pytest.fixture(scope="module")
-def everywhere(tmp_path_factory: pytest.TempPathFactory, build: Path, world) -> tuple[ReportResult, Planted]:  # fmt: skip
+def everywhere(tmp_path_factory: pytest.TempPathFactory, build: Path, world) -> tuple[Outputs, Planted]:  # fmt: skip
     """A number in every free-text field of every record, in roster-ID and village fields of
     a few, and in quarantined records."""
     schemas, rosters = world
@@ -250,7 +242,7 @@ def pieces(path: Path) -> list[str]:
     return [path.name]  # a photo, named by its digest
 
 
-def leaks(result: ReportResult, numbers: list[Typed]) -> list[tuple[str, str]]:
+def leaks(result: Outputs, numbers: list[Typed]) -> list[tuple[str, str]]:
     """(file, what) for every number left in any output: what the scanner finds, and the
     whole digits of any planted number however they are spread."""
     whole = {n.digits.upper() for n in numbers}
@@ -263,7 +255,7 @@ def leaks(result: ReportResult, numbers: list[Typed]) -> list[tuple[str, str]]:
     return found
 
 
-def shown(result: ReportResult, key: str) -> str:
+def shown(result: Outputs, key: str) -> str:
     return "\n".join(pieces(result.files[key]))
 
 

@@ -1,8 +1,10 @@
-"""HTTP with retries for the sources: backoff on 429 (honouring Retry-After), 5xx, refused
-connections, resets and timeouts, until a give-up time (``http_give_up_s``). Each retry is
-announced to ``RetryPolicy.on_retry`` before its wait, so a user sees that manyi is retrying.
-Error text never carries credentials (:func:`scrub`), and what a server said is kept on the
-:class:`SourceError` (url, status, code, detail), quoted short."""
+"""HTTP with retries, shared by pulling (``sources/``) and publishing (``publish/``).
+
+Backoff on 429 (honouring Retry-After), 5xx, refused connections, resets and timeouts, until a
+give-up time (``http_give_up_s``). Each retry is announced to ``RetryPolicy.on_retry`` before
+its wait, so a user sees that manyi is retrying. Error text never carries credentials
+(:func:`scrub`), and what a server said is kept on the :class:`SourceError` (url, status,
+code, detail), quoted short."""
 
 from __future__ import annotations
 

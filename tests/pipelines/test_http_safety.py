@@ -25,11 +25,11 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipelines._http import RetryNotice, RetryPolicy, request, scrub
 from pipelines.cli import main
 from pipelines.config import load_settings
-from pipelines.demo.central_server import LoopbackServer
+from pipelines.demo.loopback import LoopbackServer
 from pipelines.errors import ConfigError, SourceError
-from pipelines.sources._http import RetryNotice, RetryPolicy, request, scrub
 from pipelines.sync import pull
 
 PASSWORD = "pw-Sekr3t:@/?#%!"

@@ -1,0 +1,96 @@
+"""The follow-up lists (跟进清单: open items, one sheet per liaison group) and the data-quality
+sheets (数据质量: flagged rows, one sheet per form, and the store's quarantined records), each
+as XLSX and CSV.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+from openpyxl import Workbook
+
+from pipelines.analysis import followups as fu
+from pipelines.analysis.checks import CHECKS, Checks
+from pipelines.reports._inputs import QUARANTINE, QUARANTINE_LABEL, Inputs
+from pipelines.reports.spreadsheets import save_workbook, write_csv, write_sheet
+
+__all__ = ["QUARANTINE", "write_followup_lists", "write_quality_sheets"]
+
+
+def write_followup_lists(items: pd.DataFrame, report_dir: Path, as_of: date) -> tuple[Path, Path]:
+    shown = fu.display(items)
+    xlsx = report_dir / f"跟进清单_{as_of.isoformat()}.xlsx"
+    wb = Workbook(write_only=True)
+    dated = {"发现日期", "整改期限"}
+    if shown.empty:
+        write_sheet(wb, "跟进清单", shown)  # headers only: nothing open
+    groups = list(dict.fromkeys(shown[fu.HEADERS["liaison_group"]])) if len(shown) else []
+    for g in groups:
+        part = shown[shown[fu.HEADERS["liaison_group"]] == g]
+        write_sheet(wb, str(g), part, wrap={fu.HEADERS["content"]} - dated)
+    save_workbook(wb, xlsx)
+    csv = report_dir / f"跟进清单_{as_of.isoformat()}.csv"
+    write_csv(shown, csv)
+    return xlsx, csv
+
+
+_QUALITY_HEADERS = {
+    "form": "表单", "instance_id": "记录编号", "repeat_index": "条目序号", "village": "村",
+    "village_code": "村代码", "check_label": "检查项", "field": "字段", "reason": "原因",
+}  # fmt: skip
+
+
+def write_quality_sheets(
+    checks: Checks, data: Inputs, report_dir: Path, as_of: date
+) -> tuple[Path, Path]:
+    titles = {fid: f.schema.title or fid for fid, f in data.forms.items()}
+    names = {v.code: v.name for v in data.villages}
+    table = checks.table.copy()
+    table["form"] = table["form_id"].map(lambda f: titles.get(f, f))
+    table["village"] = table["village_code"].map(lambda c: names.get(c, c), na_action="ignore")
+    table["check_label"] = table["check"].map(CHECKS)
+    shown = table[list(_QUALITY_HEADERS)].rename(columns=_QUALITY_HEADERS)
+    held = data.quarantine
+    xlsx = report_dir / f"数据质量_{as_of.isoformat()}.xlsx"
+    wb = Workbook(write_only=True)
+    summary = checks.summary()
+    summary = pd.DataFrame(
+        {
+            "表单": summary["form_id"].map(lambda f: titles.get(f, f)),
+            "检查项": summary["check_label"],
+            "问题条数": summary["rows"].astype(int),
+        }
+    )
+    if len(held):  # records that could not be read count first: they are not in any figure
+        counts = held.groupby("form", sort=True).size()
+        summary = pd.concat([pd.DataFrame({"表单": counts.index, "检查项": QUARANTINE_LABEL,
+                                           "问题条数": counts.to_numpy(dtype=int)}), summary],
+                            ignore_index=True)  # fmt: skip
+    if summary.empty:
+        summary = pd.DataFrame({"表单": ["全部表单"], "检查项": ["—"], "问题条数": [0]})
+    write_sheet(wb, "汇总", summary)
+    if len(held):
+        write_sheet(wb, QUARANTINE, _quarantine_sheet(held), wrap={"原因"})
+    for form_id in sorted(table["form_id"].unique()):
+        part = shown[table["form_id"].to_numpy() == form_id]
+        write_sheet(wb, titles.get(form_id, form_id), part, wrap={"原因"})
+    save_workbook(wb, xlsx)
+    csv = report_dir / f"数据质量_{as_of.isoformat()}.csv"
+    if len(held):  # one table: the quarantined records as rows of their own check
+        rows = pd.DataFrame({"表单": held["form"], "记录编号": held["key"], "检查项": QUARANTINE_LABEL,
+                             "原因": held["source"].map(lambda s: f"[{s}] " if s else "") + held["reason"]})  # fmt: skip
+        shown = pd.concat([rows.reindex(columns=shown.columns), shown], ignore_index=True)
+    write_csv(shown, csv)
+    return xlsx, csv
+
+
+def _quarantine_sheet(held: pd.DataFrame) -> pd.DataFrame:
+    sheet = pd.DataFrame({"表单": held["form"], "来源": held["source"], "记录编号": held["key"],
+                          "原因": held["reason"]})  # fmt: skip
+    if held["tries"].notna().any():
+        sheet["尝试次数"] = held["tries"]
+    if held["last_seen"].notna().any():
+        sheet["最后一次读取（北京时间）"] = held["last_seen"]
+    return sheet
