@@ -110,13 +110,9 @@ def report_task(settings: Settings, as_of: date) -> dict[str, Any]:
 
 @task(cache_policy=NO_CACHE)
 def publish_task(settings: Settings, to: str, form_ids: list[str] | None) -> dict[str, list[str]]:
-    if to == "central":
-        from pipelines.publish.central import publish
-    elif to == "kobo":
-        from pipelines.publish.kobo import publish
-    else:
-        raise SourceError(f"publish to 'central' or 'kobo', not {to!r}")
-    return asdict(publish(settings, form_ids, settings.build_dir))
+    from pipelines.publish import publish
+
+    return asdict(publish(settings, to, form_ids, settings.build_dir))
 
 
 # --- flows -------------------------------------------------------------------------------------

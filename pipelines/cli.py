@@ -124,15 +124,11 @@ def forms_publish(
     ] = None,
 ) -> None:
     """Create or update each built form (and its roster attachments) on ODK Central or KoboToolbox."""
+    from pipelines.publish import publish
+
     s = _settings(ctx, build_dir=build_dir)
-    if to == "central":
-        from pipelines.publish.central import publish
-    elif to == "kobo":
-        from pipelines.publish.kobo import publish
-    else:
-        raise ConfigError(f"--to {to!r}: publish to 'central' or 'kobo'")
     with err.status(f"publishing to {to}…"):
-        report = publish(s, form, s.build_dir)
+        report = publish(s, to, form, s.build_dir)
     for label, ids in (
         ("created", report.created),
         ("updated", report.updated),

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from forms.build import BuildReport, build_forms
+from tests.helpers import REPO, VILLAGES
 
 
 @pytest.fixture
@@ -19,3 +20,10 @@ def forms_dir(tmp_path: Path) -> Path:
 def rosters(forms_dir: Path) -> Path:
     shutil.copytree(REPO / "forms" / "rosters", forms_dir / "rosters")
     return forms_dir / "rosters"
+
+
+@pytest.fixture(scope="session")
+def built_forms(tmp_path_factory: pytest.TempPathFactory) -> BuildReport:
+    """Every form of ``forms/`` built once, with ODK Validate, as `manyi forms build` does,
+    for all the tests that read built forms. Tests only read it."""
+    return build_forms(REPO / "forms", tmp_path_factory.mktemp("built_forms"), VILLAGES)

@@ -10,7 +10,7 @@ import re
 import pytest
 from openpyxl import load_workbook
 
-from forms.build import BuildReport, build_forms, list_forms
+from forms.build import BuildReport, list_forms
 from forms.schema import FormSchema, load_schema
 from tests.helpers import REPO, VILLAGES
 
@@ -111,8 +111,8 @@ REPEATS = {
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> BuildReport:
-    return build_forms(FORMS_DIR, tmp_path_factory.mktemp("build"), VILLAGES)
+def built(built_forms: BuildReport) -> BuildReport:
+    return built_forms
 
 
 def schema(report: BuildReport, form_id: str) -> FormSchema:

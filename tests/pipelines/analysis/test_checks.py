@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from forms.build import build_forms
+from forms.build import BuildReport
 from forms.schema import load_schema
 from geo.illustrative import illustrative_boundaries
 from geo.villages import load_villages
@@ -17,7 +17,6 @@ from pipelines.analysis.privacy import find_unmasked
 from pipelines.analysis.rosters import Rosters, validate_roster
 from pipelines.analysis.tidy import TidyForm, tidy
 from pipelines.records import Record
-from tests.helpers import REPO, VILLAGES
 
 FORMS = ["sanitation_sweep", "home_visit", "culture_event", "police_monthly"]
 VS = load_villages()
@@ -27,10 +26,8 @@ BOUNDS = illustrative_boundaries(VS)
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("build")
-    build_forms(REPO / "forms", out, VILLAGES, only=FORMS, validate=False)
-    return out
+def build(built_forms: BuildReport) -> Path:
+    return built_forms.out_dir
 
 
 def inside(code: str) -> tuple[float, float]:

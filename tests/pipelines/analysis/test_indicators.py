@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from forms.build import build_forms
+from forms.build import BuildReport
 from forms.schema import load_schema
 from geo.villages import Village, load_villages
 from pipelines.analysis.followups import follow_ups
@@ -16,7 +16,6 @@ from pipelines.analysis.indicators import DONE, LAGGING, ON_TRACK, OVERDUE, comp
 from pipelines.analysis.plan import load_plan
 from pipelines.analysis.rosters import Rosters, validate_roster
 from pipelines.analysis.tidy import TidyForm, tidy
-from tests.helpers import REPO, VILLAGES
 
 FORMS = [
     "home_visit", "road_progress", "culture_event", "police_monthly", "publicity_item",
@@ -28,10 +27,8 @@ PLAN = load_plan()
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("build")
-    build_forms(REPO / "forms", out, VILLAGES, only=FORMS, validate=False)
-    return out
+def build(built_forms: BuildReport) -> Path:
+    return built_forms.out_dir
 
 
 def rosters() -> Rosters:

@@ -8,20 +8,17 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from forms.build import build_forms
+from forms.build import BuildReport
 from forms.schema import Field, FormSchema, load_schema
 from pipelines.analysis.tidy import display_frame, tidy
 from pipelines.records import Record
-from tests.helpers import REPO, VILLAGES
 
 V1, V2 = "370481115200", "370481115201"
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> FormSchema:
-    out = tmp_path_factory.mktemp("build")
-    build_forms(REPO / "forms", out, VILLAGES, only=["sanitation_sweep"], validate=False)
-    return load_schema(out, "sanitation_sweep")
+def sweep(built_forms: BuildReport) -> FormSchema:
+    return load_schema(built_forms.out_dir, "sanitation_sweep")
 
 
 def rec(iid: str, data: dict, version: str = "2026112901", deleted: bool = False) -> Record:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import shapely
 
-from forms.build import build_forms
+from forms.build import BuildReport
 from forms.schema import Field, FormSchema, load_schema
 from geo.boundaries import Boundaries
 from geo.illustrative import illustrative_boundaries
@@ -28,7 +28,6 @@ from pipelines.analysis.rosters import Rosters, demo_rosters, pick_lists
 from pipelines.analysis.tidy import tidy
 from pipelines.demo.simulate import SimulatedYear, simulate_year
 from pipelines.records import Record
-from tests.helpers import REPO, VILLAGES
 
 YEAR = 2023
 AS_OF = date(YEAR, 10, 15)
@@ -47,9 +46,8 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    out = tmp_path_factory.mktemp("build")
-    report = build_forms(REPO / "forms", out, VILLAGES, validate=False)
+def world(built_forms: BuildReport) -> World:
+    report, out = built_forms, built_forms.out_dir
     assert report.problems == []
     ids = sorted(b.form_id for b in report.built)
     raw = {i: json.loads((out / f"{i}.json").read_text(encoding="utf-8")) for i in ids}

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from forms.build import build_forms
+from forms.build import BuildReport
 from forms.schema import load_schema
 from pipelines.analysis.rosters import write_rosters
 from pipelines.records import Record
 from pipelines.reports import refresh_outputs
 from pipelines.store import open_store
-from tests.helpers import REPO, VILLAGES
 from tests.pipelines.reports._town import (
     AS_OF,
     HOME_PHOTO,
@@ -26,10 +25,8 @@ from tests.pipelines.reports._town import (
 
 
 @pytest.fixture(scope="package")
-def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("build")
-    build_forms(REPO / "forms", out, VILLAGES, validate=False)
-    return out
+def build(built_forms: BuildReport) -> Path:
+    return built_forms.out_dir
 
 
 @pytest.fixture(scope="package")
