@@ -36,6 +36,11 @@ quarantine_app = typer.Typer(
     help="Records kept aside because they could not be read (隔离记录).", no_args_is_help=True
 )
 app.add_typer(quarantine_app, name="quarantine")
+users_app = typer.Typer(
+    help="People who collect (采集人员): roles, villages and their collection links.",
+    no_args_is_help=True,
+)
+app.add_typer(users_app, name="users")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -368,6 +373,134 @@ def demo(
         markup=False, highlight=False,
     )  # fmt: skip
     out.print(f"Open {result.index.resolve()}", markup=False, highlight=False)
+
+
+def _people_store(s: Settings):
+    from pipelines.store import open_store
+
+    return open_store(s)
+
+
+def _base_url(s: Settings, host: str = "127.0.0.1", port: int = 8000) -> str:
+    return s.public_url or f"http://{host}:{port}"
+
+
+def _print_link(s: Settings, issued, qr: Path | None) -> None:
+    from pipelines.server.people import collection_link, write_qr
+
+    link = collection_link(_base_url(s), issued.token)
+    out.print(f"{issued.person.login} {issued.person.name}: {link}", markup=False, highlight=False)
+    out.print(
+        "填入 ODK Collect 的服务器地址，或在手机浏览器（微信）中打开；链接即凭证，请勿转发。"
+        + ("" if s.public_url else " (set public_url to the address phones reach)"),
+        markup=False, highlight=False,
+    )  # fmt: skip
+    if qr is not None:
+        out.print(f"QR code: {write_qr(link, qr)}", markup=False, highlight=False)
+
+
+@users_app.command("add")
+def users_add(
+    ctx: typer.Context,
+    login: Annotated[str, typer.Argument(help="Login, e.g. zhang.san (lower-case).")],
+    name: Annotated[str, typer.Option("--name", help="姓名, as colleagues know the person.")],
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role", help="town, group, village, teacher, doctor, police, … (roles.toml)."
+        ),
+    ],
+    village: Annotated[
+        list[str] | None, typer.Option("--village", help="12-digit village code (repeatable).")
+    ] = None,
+    group: Annotated[
+        list[int] | None, typer.Option("--group", help="Liaison group number, 第N组 (repeatable).")
+    ] = None,
+    form: Annotated[
+        list[str] | None, typer.Option("--form", help="A form beyond the role's (repeatable).")
+    ] = None,
+    qr: Annotated[
+        Path | None, typer.Option("--qr", help="Also write the link as a QR code PNG.")
+    ] = None,
+) -> None:
+    """Add a person and print their collection link (the server URL for ODK Collect or a browser)."""
+    from geo.villages import load_villages
+    from pipelines.publish.manifest import built_forms
+    from pipelines.server.people import add_person, load_roles
+
+    s = _settings(ctx)
+    try:
+        known_forms = [f["form_id"] for f in built_forms(s.build_dir)]
+    except ManyiError:
+        known_forms = []  # not built yet: the forms are checked when they are served
+    with _people_store(s) as store:
+        issued = add_person(
+            store, login, name, role, roles=load_roles(s.roles), villages=village or (),
+            groups=group or (), forms=form or (),
+            known_villages=[v.code for v in load_villages(s.villages)], known_forms=known_forms,
+        )  # fmt: skip
+    _print_link(s, issued, qr)
+
+
+@users_app.command("list")
+def users_list(ctx: typer.Context) -> None:
+    """List the people: login, name, role, villages, groups, forms and whether enabled."""
+    from pipelines.server.people import list_people, load_roles
+
+    s = _settings(ctx)
+    roles = load_roles(s.roles)
+    with _people_store(s) as store:
+        people = list_people(store)
+    for p in people:
+        state = "停用 disabled" if p.disabled else "启用"
+        out.print(
+            f"{p.login} {p.name} {p.role} villages={','.join(p.villages) or '-'} "
+            f"groups={','.join(map(str, p.groups)) or '-'} forms={','.join(p.forms(roles)) or '-'} {state}",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    out.print(f"{len(people)} person(s)", highlight=False)
+
+
+@users_app.command("token")
+def users_token(
+    ctx: typer.Context,
+    login: Annotated[str, typer.Argument(help="The person's login.")],
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Issue a new link; the old one stops working.")
+    ] = False,
+    qr: Annotated[
+        Path | None, typer.Option("--qr", help="Also write the link as a QR code PNG.")
+    ] = None,
+) -> None:
+    """Issue a new collection link (the old token is never stored, so it cannot be shown again)."""
+    from pipelines.server.people import rotate_token
+
+    if not rotate:
+        raise ConfigError(
+            f"the link of {login!r} cannot be shown again (only its hash is kept); "
+            f"run `manyi users token {login} --rotate` for a new one"
+        )
+    s = _settings(ctx)
+    with _people_store(s) as store:
+        issued = rotate_token(store, login)
+    _print_link(s, issued, qr)
+
+
+@users_app.command("disable")
+def users_disable(
+    ctx: typer.Context, login: Annotated[str, typer.Argument(help="The person's login.")]
+) -> None:
+    """Disable a person: their link stops working at once."""
+    from pipelines.server.people import disable_person
+
+    s = _settings(ctx)
+    with _people_store(s) as store:
+        person = disable_person(store, login)
+    out.print(
+        f"{person.login} {person.name}: disabled; their link no longer works",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command("maps")

@@ -29,6 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # The default town's data: 龙阳镇's plan (bundled) and its guessed extent in WGS-84 (west,
 # south, east, north; unverified, see geo/README.md). Another town sets `plan` and `extent`.
 BUNDLED_PLAN = REPO_ROOT / "pipelines" / "analysis" / "plan.toml"
+BUNDLED_ROLES = REPO_ROOT / "pipelines" / "server" / "roles.toml"
 TOWN_EXTENT = (117.22, 35.15, 117.30, 35.20)
 SOURCES = ("demo", "central", "kobo", "files")
 BASEMAPS = ("none", "tianditu", "amap", "osm")
@@ -81,6 +82,9 @@ class Settings:
     central_page_size: int = 5000  # OData $top: each page costs Central ~0.2 s, so page big
     kobo_page_size: int = 1000  # kpi caps `limit` at 1000
     http_give_up_s: float = 300.0  # stop retrying one request to a server after this long
+    roles: Path = BUNDLED_ROLES  # the town's roles and the forms each gets by default
+    public_url: str | None = None  # the server's address as phones reach it (behind a proxy)
+    trusted_proxies: str = ""  # comma-separated proxy addresses whose X-Forwarded-* we trust
     central_url: str | None = None
     central_user: str | None = None
     central_password: Secret | None = field(default=None, repr=False)
@@ -140,6 +144,17 @@ class Settings:
                 f"gps_accuracy_m must be a positive number of metres, got {self.gps_accuracy_m} ({self._origin('gps_accuracy_m')})"
             )
         _check_extent(self.extent, self._origin("extent"))
+        if self.public_url:
+            check_server_url(
+                "public_url",
+                self.public_url,
+                self._origin("public_url"),
+                "nothing: the link's token is the credential",
+            )
+        if not self.roles.is_file():
+            raise ConfigError(
+                f"roles file {self.roles} ({self._origin('roles')}) does not exist; check `roles` / MANYI_ROLES"
+            )
         _check_plan(self.plan, self._origin("plan"))
 
     def _secret_values(self) -> tuple[str, ...]:
@@ -215,6 +230,7 @@ def check_server_url(name: str, url: str, origin: str, credentials: str) -> None
 
 _PATHS = {
     "plan",
+    "roles",
     "villages",
     "boundaries",
     "rosters_dir",

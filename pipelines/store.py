@@ -116,6 +116,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # How often a quarantined item was seen (each pull that read it and failed again).
     ("ALTER TABLE quarantine ADD COLUMN tries INTEGER NOT NULL DEFAULT 1",),
+    (
+        # The people who collect (`manyi users`): their role and villages, and the sha256 of
+        # their collection link's token (the token itself is never stored).
+        """CREATE TABLE people (
+            login TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            villages_json TEXT NOT NULL,
+            groups_json TEXT NOT NULL,
+            forms_json TEXT NOT NULL,
+            token_sha256 TEXT NOT NULL UNIQUE,
+            token_created_at TEXT NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+    ),
 )
 
 _CHUNK = 500  # ids per IN (...) lookup; well under SQLite's variable limit
@@ -315,6 +332,15 @@ class Store:
                 f"{printable(self.path)}: not a manyi store (no schema); point data_dir at "
                 "the folder `manyi pull` writes, or run `manyi pull` first"
             )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``) for a module that keeps its
+        own table in the store (people); any SQLite fault is one :class:`StoreError` line."""
+        with self._guard():
+            self.db.execute("BEGIN IMMEDIATE")
+            yield self.db
+            self.db.execute("COMMIT")
 
     # ---- faults ----------------------------------------------------------------------
     @contextlib.contextmanager
