@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines._text import read_text
 from pipelines.errors import DataError
 
 REGISTER = Path(__file__).with_name("villages.csv")
@@ -27,14 +28,9 @@ class Village:
 def load_villages(path: Path | str = REGISTER) -> list[Village]:
     """Read and validate the register; every problem is listed with its CSV row."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(
-            f"{path}: village register not found; set `villages` in manyi.toml"
-        ) from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; save the register as UTF-8 CSV") from None
+    if not path.exists():
+        raise DataError(f"{path}: village register not found; set `villages` in manyi.toml")
+    text = read_text(path, "village register")  # UTF-8, or GBK as Excel saves it
     reader = csv.DictReader(io.StringIO(text))
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
     if missing:

@@ -212,8 +212,43 @@ def test_credentials_in_a_server_url_are_refused_without_printing_them(run, monk
 def test_a_secret_in_manyi_toml_is_refused(run, tmp_path: Path) -> None:
     config = tmp_path / "manyi.toml"
     config.write_text(f'central_password = "{SECRET}"\n', encoding="utf-8")
-    code = main(["--config", str(config), "forms", "list"])
+    code, _, err = run("--config", str(config), "forms", "list")  # run() checks: no secret shown
     assert code != 0
+    line = _the_line(err)
+    assert "central_password" in line and "MANYI_CENTRAL_PASSWORD" in line
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("students.xlsx", b"PK\x03\x04 this is not a workbook"),
+        ("students.csv", "name,label\n".encode("utf-16")),
+        ("students.csv", None),  # a folder where the file should be
+    ],
+)
+def test_a_hostile_roster_is_one_line_from_the_report(
+    run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, body: bytes | None
+) -> None:
+    rosters = tmp_path / "rosters"
+    rosters.mkdir()
+    if body is None:
+        (rosters / name).mkdir()
+    else:
+        (rosters / name).write_bytes(body)
+    monkeypatch.setenv("MANYI_ROSTERS_DIR", str(rosters))
+    code, _, err = run("report", "--as-of", "2023-10-15", "--out", str(tmp_path / "out"))
+    assert code != 0 and name in _the_line(err)
+
+
+@pytest.mark.parametrize(
+    "body", ["code,name\n".encode("utf-16"), b"code,name\n\x80\xff\xfe", b"PK\x03\x04"]
+)
+def test_a_hostile_village_register_is_one_line(run, monkeypatch, tmp_path: Path, body) -> None:
+    register = tmp_path / "villages.csv"
+    register.write_bytes(body)
+    monkeypatch.setenv("MANYI_VILLAGES", str(register))
+    code, _, err = run("maps", "--out", str(tmp_path / "out"))
+    assert code != 0 and "villages.csv" in _the_line(err)
 
 
 def test_bad_dates_and_missing_inputs_everywhere_are_one_line(run, tmp_path: Path) -> None:

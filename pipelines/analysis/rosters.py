@@ -7,8 +7,11 @@ forms' pick-list attachments (:func:`pick_lists`), so the phones and the indicat
 
 from __future__ import annotations
 
+import io
 import random
 import re
+import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -16,7 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines._text import read_text
 from pipelines.errors import DataError
+from pipelines.records import printable
 
 # kind -> (required columns, integer columns); optional personal columns are PERSONAL
 COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -74,14 +79,22 @@ def _read(path: Path) -> pd.DataFrame:
     try:
         if path.suffix.lower() in (".xlsx", ".xlsm"):
             frame = pd.read_excel(path, dtype=str, engine="openpyxl")
-        else:
-            frame = pd.read_csv(path, dtype=str, encoding="utf-8-sig", keep_default_na=False)
+        else:  # UTF-8, or the GBK that Excel on Chinese Windows writes
+            text = read_text(path, "roster")
+            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise DataError(f"{path}: roster not found") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; save the roster as UTF-8 CSV") from None
+    except (zipfile.BadZipFile, KeyError, EOFError, zlib.error) as e:
+        raise DataError(
+            f"{path}: not a readable Excel workbook ({printable(e, 120)}); save it again from "
+            "Excel or WPS as .xlsx, or as a UTF-8 CSV"
+        ) from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not a roster file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the roster ({e.strerror or e})") from None
     except (ValueError, pd.errors.ParserError) as e:
-        raise DataError(f"{path}: cannot be read as a roster ({e})") from None
+        raise DataError(f"{path}: cannot be read as a roster ({printable(e, 200)})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame.fillna("").apply(lambda s: s.str.strip())
 

@@ -25,7 +25,7 @@ from pipelines.analysis.rosters import Rosters, demo_rosters, load_rosters, vali
 from pipelines.analysis.tidy import TidyForm, tidy
 from pipelines.config import SHANGHAI
 from pipelines.errors import DataError
-from pipelines.store import open_store
+from pipelines.store import QuarantineItem, open_store
 
 NO_DATA = "暂无数据"
 QUARANTINE = "隔离记录"
@@ -86,7 +86,7 @@ def load_inputs(settings) -> Inputs:
             for form_id in sorted(PHOTO_FORMS & set(forms)):
                 photos.update(_stored_photos(store, form_id))
             titles = {fid: f.schema.title or fid for fid, f in forms.items()}
-            quarantine = _quarantine_frame(_quarantined(store), titles, Path(settings.build_dir))
+            quarantine = _quarantine_frame(store.quarantine(), titles, Path(settings.build_dir))
     # the plan must read fields the built forms have: figures from a missing field are wrong
     columns: dict[str, list[str]] = {}
     for form_id, f in forms.items():
@@ -164,29 +164,19 @@ _QUARANTINE_COLUMNS = ("form_id", "form", "source", "key", "reason", "tries", "l
 _MAX_REASON = 300
 
 
-def _quarantined(store) -> list:
-    # Store.quarantine() lists without the raw text (which may hold personal data and be
-    # large); a store without it still has quarantined().
-    listing = getattr(store, "quarantine", None)
-    return list(listing() if callable(listing) else store.quarantined())
-
-
-def _quarantine_frame(items: Iterable, titles: Mapping[str, str], build_dir: Path | None = None) -> pd.DataFrame:  # fmt: skip
-    """One row per quarantined record: form, source, id, reason (masked, one line, cut
-    short), and the tries and last time seen where the store keeps them. Never the raw
-    text: it is what could not be read."""
+def _quarantine_frame(items: Iterable[QuarantineItem], titles: Mapping[str, str], build_dir: Path | None = None) -> pd.DataFrame:  # fmt: skip
+    """One row per quarantined record (:meth:`Store.quarantine`, which never carries the raw
+    text: it is what could not be read): form, source, id, reason (masked, one line, cut
+    short), how often it was tried and when it was last seen."""
     names = dict(titles)
     rows = []
     for q in items:
-        form_id = str(getattr(q, "form_id", "") or "")
-        if form_id not in names:
-            names[form_id] = _form_title(build_dir, form_id)
-        key = q.item_key() if callable(getattr(q, "item_key", None)) else getattr(q, "key", "")
-        reason = " ".join(scrub_text(str(getattr(q, "reason", "") or "")).split())
+        if q.form_id not in names:
+            names[q.form_id] = _form_title(build_dir, q.form_id)
+        reason = " ".join(scrub_text(q.reason).split())
         if len(reason) > _MAX_REASON:
             reason = reason[: _MAX_REASON - 1] + "…"
-        rows.append((form_id, names[form_id], getattr(q, "source", None), key, reason,
-                     getattr(q, "tries", None), _local_time(getattr(q, "last_seen_at", None))))  # fmt: skip
+        rows.append((q.form_id, names[q.form_id], q.source, q.key, reason, q.tries, _local_time(q.last_seen_at)))  # fmt: skip
     return pd.DataFrame(rows, columns=list(_QUARANTINE_COLUMNS), dtype=object)
 
 

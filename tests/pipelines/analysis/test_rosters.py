@@ -88,3 +88,36 @@ def test_pick_lists_have_the_forms_columns_and_no_personal_data() -> None:
         assert list(frame.columns) == list(shipped.columns), name
         assert not {"person_name", "id_number", "phone"} & set(frame.columns)
     assert lists["classes.csv"]["school"].isin(lists["schools.csv"]["name"]).all()
+
+
+def test_rosters_saved_in_gbk_read_the_same(tmp_path: Path) -> None:
+    """Excel and WPS on Chinese Windows save CSV in GBK: read it, not refuse it."""
+    rosters = demo_rosters(CODES, seed=2)
+    for path in write_rosters(rosters, tmp_path):
+        path.write_bytes(path.read_text(encoding="utf-8-sig").encode("gbk"))
+    back = load_rosters(tmp_path, CODES)
+    pdt.assert_frame_equal(back.students, rosters.students)
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "says"),
+    [
+        ("students.xlsx", b"PK\x03\x04 not a workbook", "not a readable Excel workbook"),
+        ("students.xlsx", b"name,label\n", "not a readable Excel workbook"),
+        ("students.csv", "name,label\n".encode("utf-16"), "UTF-16"),
+        ("students.csv", b"name,label\n\x80\xff\xfe\x81", "neither UTF-8 nor GBK"),
+        ("students.csv", None, "is a folder"),
+    ],
+)
+def test_a_roster_that_cannot_be_read_is_one_line_naming_it(
+    tmp_path: Path, name: str, body: bytes | None, says: str
+) -> None:
+    path = tmp_path / name
+    if body is None:
+        path.mkdir()
+    else:
+        path.write_bytes(body)
+    with pytest.raises(DataError) as e:
+        load_roster(path, "students", CODES)
+    assert str(e.value).startswith(f"{path}: ") and says in str(e.value)
+    assert "\n" not in str(e.value)
