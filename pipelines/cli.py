@@ -534,6 +534,25 @@ def maps(
     out.print(f"{len(result.maps)} map(s) written; open {index}", highlight=False)
 
 
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (0.0.0.0: every network).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+) -> None:
+    """Receive forms from ODK Collect (OpenRosa) at each person's collection link."""
+    from pipelines.server.app import serve as run
+
+    s = _settings(ctx)
+    out.print(
+        f"manyi serve: http://{host}:{port}/key/<token> (Ctrl-C stops)",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    run(s, host=host, port=port)
+
+
 def _line(text: object) -> str:
     """One line for the terminal, with every credential removed."""
     return _scrub(" ".join(str(text).split()))

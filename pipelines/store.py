@@ -133,6 +133,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at TEXT NOT NULL
         )""",
     ),
+    (
+        # Submissions received by `manyi serve` (source ``local``): who sent each, from
+        # which device, and the exact XML, whose sha256 tells a resend (same bytes) from a
+        # conflicting one (same instanceID, other bytes).
+        """CREATE TABLE local_submissions (
+            form_id TEXT NOT NULL,
+            instance_id TEXT NOT NULL,
+            xml_sha256 TEXT NOT NULL,
+            xml TEXT NOT NULL,
+            login TEXT NOT NULL,
+            name TEXT NOT NULL,
+            device_id TEXT,
+            received_at TEXT NOT NULL,
+            PRIMARY KEY (form_id, instance_id)
+        )""",
+    ),
 )
 
 _CHUNK = 500  # ids per IN (...) lookup; well under SQLite's variable limit
@@ -196,6 +212,18 @@ class Known:
 
     source_version: str | None
     deleted: bool
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who sent a submission to `manyi serve`, and the villages that person covers."""
+
+    form_id: str
+    instance_id: str
+    login: str
+    name: str
+    device_id: str | None
+    villages: tuple[str, ...]  # empty: the person is not limited to villages (town, group)
 
 
 @dataclass(frozen=True)
@@ -721,6 +749,24 @@ class Store:
         )
         return [r[0] for r in rows]
 
+    def senders(self, form_id: str | None = None) -> list[Sender]:
+        """The sender of each submission received by `manyi serve`, with that person's
+        villages as they are now (a store from before migration 5 has none)."""
+        if (self.schema_version or 0) < 5:
+            return []
+        sql = (
+            "SELECT l.form_id, l.instance_id, l.login, l.name, l.device_id, p.villages_json "
+            "FROM local_submissions l LEFT JOIN people p ON p.login = l.login"
+        )
+        args: list[str] = []
+        if form_id is not None:
+            sql += " WHERE l.form_id = ?"
+            args.append(form_id)
+        return [
+            Sender(f, i, login, name, device, tuple(json.loads(v)) if v else ())
+            for f, i, login, name, device, v in self.db.execute(sql + " ORDER BY 1, 2", args)
+        ]
+
     # ---- attachments -----------------------------------------------------------------
     def incomplete_attachments(self, form_id: str) -> list[Record]:
         """Live submissions that expect more files than the store holds."""
@@ -796,6 +842,7 @@ class Store:
                     Path(tmp).unlink()
                 else:
                     Path(tmp).replace(target)
+                    _fsync_dir(target.parent)  # the rename itself survives a power cut
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -903,6 +950,16 @@ def open_store(settings: Any, read_only: bool = False) -> Store:
     """Open (and migrate) the store named by ``settings.store_path``; ``read_only`` opens an
     existing store to read only (``manyi report``): no file created, nothing migrated."""
     return Store(Path(settings.store_path), Path(settings.data_dir), read_only=read_only)
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name == "nt":  # Windows cannot open a folder to fsync it
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _is_access_error(e: sqlite3.Error) -> bool:

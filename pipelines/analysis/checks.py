@@ -11,7 +11,9 @@ Checks, each with a stable id (:data:`CHECKS`):
   as-of date (deadline fields such as ``rectify_by`` are meant to lie ahead and are skipped);
 - ``unknown_roster_id`` / ``unknown_village``: a picked roster ID that the roster does not
   hold, or a village code not in the register;
-- ``overdue_finding``: a finding still to be rectified after its rectify-by date.
+- ``overdue_finding``: a finding still to be rectified after its rectify-by date;
+- ``sender_village``: a submission received by `manyi serve` whose village is not one of the
+  sender's villages (``senders``: :meth:`pipelines.store.Store.senders`).
 
 Reasons quote what was typed (a title, a place name, a roster ID that does not exist), so each
 quoted value and each whole reason goes through :func:`pipelines.analysis.privacy.scrub_text` and is
@@ -27,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,6 +53,7 @@ CHECKS: dict[str, str] = {
     "unknown_roster_id": "名单中无此编号",
     "unknown_village": "村代码不在名录",
     "overdue_finding": "逾期未整改",
+    "sender_village": "村庄不在采集人负责范围",
 }
 COLUMNS = ("form_id", "instance_id", "repeat_index", "village_code", "check", "field", "reason")
 
@@ -124,13 +128,16 @@ def check_forms(
     boundaries: Boundaries | None = None,
     rosters: Rosters | None = None,
     gps_accuracy_m: float = 50.0,
+    senders: Sequence[Any] = (),
 ) -> Checks:
     """Run every check on the tidy tables of every form.
 
     ``boundaries`` are the village polygons for the GPS checks (default: the illustrative
     ones, and the reasons then say 示意边界). Without ``rosters`` the roster-ID check is
-    skipped.
+    skipped. ``senders`` (:class:`pipelines.store.Sender`: form_id, instance_id, login, name,
+    villages) are who sent the submissions `manyi serve` received.
     """
+    covered = {(x.form_id, x.instance_id): x for x in senders if x.villages}
     if boundaries is None:
         boundaries = illustrative_boundaries(list(villages))
     ctx = _Context(
@@ -152,6 +159,7 @@ def check_forms(
             ]
             if repeat is None:
                 found += _duplicates(ctx, form_id, table, fields)
+                found += _sender_village(form_id, table, covered)
             found += _overdue(ctx, form_id, repeat, table, fields)
             for f in found:
                 f.insert(0, "form_id", form_id)
@@ -195,6 +203,25 @@ class _Context:
     @property
     def suffix(self) -> str:
         return "（按示意边界判断，仅供参考）" if self.boundaries.illustrative else ""
+
+
+def _sender_village(form_id: str, table: pd.DataFrame, covered: Mapping[tuple[str, str], Any]) -> list[pd.DataFrame]:  # fmt: skip
+    if not covered or "village" not in table.columns:
+        return []
+    village = _text(table["village"])
+    senders = [covered.get((form_id, iid)) for iid in table["instance_id"]]
+    bad = np.array(
+        [bool(s and v and v not in s.villages) for s, v in zip(senders, village, strict=True)]
+    )
+    if not bad.any():
+        return []
+    reasons = [
+        f"村代码 {_quote(v)} 不在采集人 {s.login} 负责的村"
+        f"（{'、'.join(s.villages)}）；请核实是否选错村"
+        for s, v, b in zip(senders, village, bad, strict=True)
+        if b
+    ]
+    return [_flag(table, bad, "sender_village", "village", reasons)]
 
 
 def _roster_ids(rosters: Rosters | None) -> dict[str, set[str]]:

@@ -25,7 +25,7 @@ from pipelines.analysis.rosters import Rosters, demo_rosters, load_rosters, vali
 from pipelines.analysis.tidy import TidyForm, tidy
 from pipelines.config import SHANGHAI
 from pipelines.errors import DataError
-from pipelines.store import QuarantineItem, open_store
+from pipelines.store import QuarantineItem, Sender, open_store
 
 NO_DATA = "暂无数据"
 QUARANTINE = "隔离记录"
@@ -47,6 +47,7 @@ class Inputs:
     warnings: list[str] = field(default_factory=list)  # for whoever runs the report
     photos: dict[tuple[str, str, str], Photo] = field(default_factory=dict)
     quarantine: pd.DataFrame = field(default_factory=lambda: _quarantine_frame([], {}))
+    senders: list[Sender] = field(default_factory=list)  # who sent what to `manyi serve`
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ def load_inputs(settings) -> Inputs:
     warnings: list[str] = []
     photos: dict[tuple[str, str, str], Photo] = {}
     quarantine = _quarantine_frame([], {})
+    senders: list[Sender] = []
     store_path = Path(settings.store_path)
     if store_path.exists():  # never create a store just to find it empty
         with open_store(settings, read_only=True) as store:
@@ -87,6 +89,7 @@ def load_inputs(settings) -> Inputs:
                 photos.update(_stored_photos(store, form_id))
             titles = {fid: f.schema.title or fid for fid, f in forms.items()}
             quarantine = _quarantine_frame(store.quarantine(), titles, Path(settings.build_dir))
+            senders = store.senders()
     # the plan must read fields the built forms have: figures from a missing field are wrong
     columns: dict[str, list[str]] = {}
     for form_id, f in forms.items():
@@ -101,7 +104,7 @@ def load_inputs(settings) -> Inputs:
         notes.append(f"{NO_DATA}：数据库中还没有任何提交记录，请先同步各表单（manyi pull）。")
     if boundaries.illustrative:
         notes.append(f"地图与 GPS 核查使用{NOTICE}。")
-    return Inputs(plan, villages, rosters, known, boundaries, forms, counts, notes, warnings, photos, quarantine)  # fmt: skip
+    return Inputs(plan, villages, rosters, known, boundaries, forms, counts, notes, warnings, photos, quarantine, senders)  # fmt: skip
 
 
 def _schemas(build_dir: Path, form_id: str) -> list[FormSchema]:

@@ -102,7 +102,7 @@ def refresh_outputs(settings, as_of: date, out_dir: Path | None = None) -> Outpu
     checks = check_forms(
         data.forms, as_of=as_of, year=year, villages=data.villages, boundaries=data.boundaries,
         rosters=data.rosters if data.rosters_known else None,
-        gps_accuracy_m=settings.gps_accuracy_m,
+        gps_accuracy_m=settings.gps_accuracy_m, senders=data.senders,
     )  # fmt: skip
     clock.lap("checks")
     items = fu.follow_ups(

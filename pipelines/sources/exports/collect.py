@@ -42,7 +42,7 @@ class CollectFolder:
     def form_ids(self) -> list[str]:
         """The forms of the readable instances; an error when none can be read."""
         parsed = self._parsed()
-        ids = {_form_id_of(root) for root in parsed.values() if not isinstance(root, str)}
+        ids = {form_id_of(root) for root in parsed.values() if not isinstance(root, str)}
         if not ids:
             first = next(iter(parsed.values()))
             raise DataError(
@@ -112,7 +112,7 @@ class CollectFolder:
         return {
             el.get("nodeset", "").rsplit("/", 1)[-1]
             for el in root.iter()
-            if _local(el.tag) == "repeat"
+            if local_name(el.tag) == "repeat"
         }
 
     def page(self, form_id: str) -> Page:
@@ -124,9 +124,9 @@ class CollectFolder:
             if isinstance(root, str):
                 page.quarantined.append(Quarantined(NAME, form_id, root, _raw_file(xml)))
                 continue
-            if _form_id_of(root) != form_id:
+            if form_id_of(root) != form_id:
                 continue
-            data = _element(root, repeats)
+            data = instance_data(root, repeats)
             iid = (data.get("meta") or {}).get("instanceID")
             if not iid:
                 page.quarantined.append(
@@ -155,7 +155,7 @@ class CollectFolder:
         if not page.records and len(page.quarantined) == sum(
             isinstance(r, str) for r in parsed.values()
         ):
-            found = sorted({_form_id_of(r) for r in parsed.values() if not isinstance(r, str)})
+            found = sorted({form_id_of(r) for r in parsed.values() if not isinstance(r, str)})
             raise DataError(
                 f"{self.where}: no instance of form {printable(form_id)} here; forms found: "
                 f"{', '.join(printable(f, 60) for f in found) or 'none'}"
@@ -164,15 +164,15 @@ class CollectFolder:
         return page
 
 
-def _element(el: ET.Element, repeats: set[str] = frozenset()) -> dict[str, Any]:
+def instance_data(el: ET.Element, repeats: set[str] = frozenset()) -> dict[str, Any]:
     out: dict[str, Any] = {}
     children = list(el)
     counts: dict[str, int] = {}
     for child in children:
-        counts[_local(child.tag)] = counts.get(_local(child.tag), 0) + 1
+        counts[local_name(child.tag)] = counts.get(local_name(child.tag), 0) + 1
     for child in children:
-        name = _local(child.tag)
-        value: Any = _element(child, repeats) if len(child) else (child.text or None)
+        name = local_name(child.tag)
+        value: Any = instance_data(child, repeats) if len(child) else (child.text or None)
         if counts[name] > 1 or name in repeats:  # several siblings with one name: a repeat
             out.setdefault(name, []).append(value)
         else:
@@ -180,12 +180,12 @@ def _element(el: ET.Element, repeats: set[str] = frozenset()) -> dict[str, Any]:
     return out
 
 
-def _local(tag: str) -> str:
+def local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _form_id_of(root: ET.Element) -> str:
-    return root.get("id") or _local(root.tag)
+def form_id_of(root: ET.Element) -> str:
+    return root.get("id") or local_name(root.tag)
 
 
 def _folder(path: Path) -> list[str]:
