@@ -11,8 +11,11 @@ the scanner the tests run over every output file; it is deliberately wider than 
 
 How a number is read, by both: the text is first *folded* character by character (full-width
 and other Unicode digits to ``0-9``, ``Ｘ`` to ``X``, ``＋`` to ``+``, every space, dash, dot
-and slash to one of `` -./``), so positions in the folded text are positions in the typed
-text and everything but the masked digits comes out as it was typed. Then a *run* is digits
+and slash to one of `` -./``, and every invisible or line-breaking character, i.e. format
+characters such as zero-width spaces, U+2060, the BOM and the soft hyphen, control characters
+such as NUL, tab, CR and LF, and U+2028/U+2029, to a space), so positions in the folded text
+are positions in the typed text and everything but the masked digits comes out as it was
+typed. Then a *run* is digits
 joined by short clusters of separators (``370481 1990-0101 1234``); its *groups* are the
 digit strings between separators. A number is some consecutive whole groups of a run (a
 group is never cut: ``138123456789`` is no phone), tried from the left:
@@ -22,9 +25,32 @@ group is never cut: ``138123456789`` is no phone), tried from the left:
 - an ID number: 18 digits (the last may be ``X``/``x``) or the old 15, not starting with 0.
 
 Where both fit, the mobile wins (``13812345678 2023`` is a phone and a year). What is not a
-number of anyone: a *decimal* (a lone bare ``.`` between digits; digits after it never start
-a number, so coordinates pass), a *date* (``2023-05-01``: never cut, and held whole only as
-an ID number's birth date or a mobile's last 8 digits), a uuid or a hex digest (left alone).
+number of anyone: a *date* (``2023-05-01``: never cut, and held whole only as an ID number's
+birth date or a mobile's last 8 digits), a uuid or a hex digest (left alone), and the
+*fraction of a coordinate*. How decimals are read:
+
+- a *decimal point* is a lone bare ASCII ``.`` between digits (the only dot, of any kind,
+  between the digits around it up to the next other separator). No number crosses it
+  (``13812345678.0`` is a phone stored as a float). A full stop ``。``/``．``/``｡`` or
+  another dot such as ``·`` is never a decimal point: it ends a sentence or joins the groups
+  of a number (``电话13812345678。13912345678`` is two phones);
+- the digits right after a decimal point are its fraction, where no number starts, unless
+  what precedes or their count says otherwise. After a number, or a whole part of four or
+  more digits (``13812345678.13912345678``, a sentence typed with a dot), anything may
+  start. After a whole part of 0 (``0.13812345678``) nothing does. After a whole part that
+  can be a coordinate's degrees (10 to 180), a fraction of up to 15 digits is one
+  (``35.16394660492``, ``117.138123456789012``; an 18-digit ID number is masked). After any
+  other whole part of up to three digits (a list number ``1.``, a float's ``1.607142857``),
+  a fraction is one unless it is by itself a whole phone (11 digits) or ID number (18), or
+  it is short (up to 8 digits) and the first group of a spaced or dashed number:
+  ``1.13812345678`` and ``1.138 1234 5678`` are masked. The scanner is wider: after degrees, an 11-digit fraction is
+  a phone too unless the decimal is one of a pair of coordinates joined by a comma or spaces
+  (``35.16394660492,117.13812345678``, an ODK geopoint). Left unread by both, and so
+  documented: a list number then a number whose first group has 9 to 17 digits but 11, as
+  a float's fraction may have (``1.8613812345678``, ``1.370481900101 123``);
+- one or two digits followed by a dot of any kind never start a number (a list number
+  ``1．``, a decimal's whole part), and a number that is whole before a dot ends there
+  (``370481900101123。138 1234 5678`` is an ID number and a phone).
 Each run is read in time linear in its length, so a hostile 1 MB note costs about a second.
 """
 
@@ -34,7 +60,7 @@ import re
 import unicodedata
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import chain, pairwise
 from typing import Any
 
 import pandas as pd
@@ -69,9 +95,19 @@ _SPACES = " \t\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008
 _DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
 _DOTS = ".\u00b7\u2024\u2027\u30fb\u3002\uff0e\uff61"  # incl. full-width ． and 。
 _SLASHES = "/\u2044\u2215\uff0f"
+# Invisible or line-breaking characters: every format character (Cf: zero-width spaces and
+# joiners, U+2060, the BOM, the soft hyphen, bidi marks …), every control character (Cc: NUL,
+# tab, CR, LF …) and the line and paragraph separators. Typed between digits they hide nothing:
+# each is read as a space.
+_INVISIBLE = "".join(
+    chr(c)
+    for c in chain(range(0x20000), range(0xE0000, 0xE1000))  # Cf and Cc live in these planes
+    if unicodedata.category(chr(c)) in ("Cf", "Cc", "Zl", "Zp")
+)
 _FOLD = str.maketrans(
     {
         **dict.fromkeys(_SPACES, " "),
+        **dict.fromkeys(_INVISIBLE, " "),
         **dict.fromkeys(_DASHES, "-"),
         **dict.fromkeys(_DOTS, "."),
         **dict.fromkeys(_SLASHES, "/"),
@@ -103,6 +139,9 @@ _OPAQUE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     r"|(?=[0-9]*[a-fA-F])[0-9a-fA-F]{32,})(?![0-9A-Za-z])"
 )
+# The masked forms themselves (138****5678, 370481********1234): no digits of theirs are read, so
+# a masked tail next to the next number (130****1300。0086130****0000) is no new number.
+_MASKED = re.compile(r"[0-9]{3}\*{4}[0-9]{4}|[0-9]{6}\*{8}[0-9]{3}[0-9Xx]")
 _GROUP = re.compile(r"[0-9]+[Xx]?")
 _PHONE = re.compile(r"(0086|86)?1[3-9][0-9]{9}")
 
@@ -126,47 +165,82 @@ class _Run:
     text: str
     offset: int
     groups: list[tuple[int, int]]
+    typed: str  # the same run as typed (one character for one)
+    paired: set[int]  # where the fractions of coordinate pairs start (see _paired_fractions)
 
     def seps(self) -> list[str]:
         return [self.text[a[1] : b[0]] for a, b in pairwise(self.groups)]
+
+    def typed_seps(self) -> list[str]:
+        return [self.typed[a[1] : b[0]] for a, b in pairwise(self.groups)]
 
 
 class _Reader:
     """Finds ID numbers and mobiles: ``seps`` may join digits, in clusters of up to
     ``longest``; ``id_number`` is what an ID number's digits must match, ``start`` what any
-    number's first digits must."""
+    number's first digits must. With ``paired_phones``, an 11-digit fraction after a whole
+    part that can be degrees is read as a phone unless the decimal is one of a pair of
+    coordinates (``35.16394660492,117.13812345678``)."""
 
-    def __init__(self, seps: str, longest: int, id_number: str, start: str) -> None:
+    def __init__(self, seps: str, longest: int, id_number: str, start: str, paired_phones: bool) -> None:  # fmt: skip
         sep = f"[{re.escape(seps)}]{{1,{longest}}}"
         self._start = re.compile(start)  # how any number begins: a quick no for most digits
         self._run = re.compile(rf"[0-9](?:[0-9]|{sep}(?=[0-9]))*(?:[Xx](?![A-Za-z0-9]))?")
         self._id = re.compile(id_number)
         self._lengths = (11, 13, 14, 15, 16, 17, 18)
+        self._paired_phones = paired_phones
 
     def numbers(self, text: str) -> list[_Number]:
         folded = _OPAQUE.sub(lambda m: "#" * len(m.group(0)), _fold(text))
+        if "*" in folded:
+            folded = _MASKED.sub(lambda m: "#" * len(m.group(0)), folded)
+        paired = _paired_fractions(folded, text) if self._paired_phones else set()
         found: list[_Number] = []
         for m in self._run.finditer(folded):
             if m.end() - m.start() >= 11:  # shorter runs hold no number of anyone
                 groups = [(g.start(), g.end()) for g in _GROUP.finditer(m.group(0))]
-                found += self._read(_Run(m.group(0), m.start(), groups))
+                typed = text[m.start() : m.end()]
+                found += self._read(_Run(m.group(0), m.start(), groups, typed, paired))
         return found
+
+    def _is_fraction(self, run: _Run, digits: list[str], seps: list[str], i: int, ended: int) -> bool:  # fmt: skip
+        """Whether group ``i``, right after a decimal point, is a decimal's fraction (no
+        number starts there) rather than a number after a list number or a sentence (or after
+        a number that ends at group ``ended``, the point being its full stop)."""
+        whole, fraction = digits[i - 1], digits[i]
+        if ended == i - 1 or len(whole) > 3 or not fraction.isdigit():
+            return False  # after a number, a year or a count: a sentence's full stop
+        if whole[0] == "0":
+            return True  # 0.13812345678 is no list number
+        if not _degrees(whole):  # a list number 1. or a float's whole part
+            if len(fraction) in (11, 18):
+                return False  # a whole phone or ID number
+            # a short first group of a spaced or dashed number (1.138 1234 5678) is no fraction
+            return not (len(fraction) <= 8 and i < len(seps) and "." not in seps[i])
+        if len(fraction) == 11 and self._paired_phones:  # the scanner: a phone, unless the
+            return run.offset + run.groups[i][0] in run.paired  # decimal is a coordinate's
+        return len(fraction) <= 15  # a coordinate's (or a float's) fraction
 
     def _read(self, run: _Run) -> list[_Number]:
         seps = run.seps()
         digits = [run.text[a:b] for a, b in run.groups]
-        points = sorted(_decimal_points(seps))
+        points = _decimal_points(seps, run.typed_seps())
         dates = _dates(digits, seps)
         cum = [0]
         for d in digits:
             cum.append(cum[-1] + len(d))
         at = {c: k for k, c in enumerate(cum)}  # digits so far -> index of the next group
         out: list[_Number] = []
-        i, n = 0, len(digits)
+        i, n, ended = 0, len(digits), -1
         while i < n:
             k = bisect_left(points, i)  # the first decimal point at or after group i
-            stop = points[k] if k < len(points) else n  # a number never crosses it
-            best = None if stop == i else self._at(i, digits, cum, at, stop, dates)
+            if k < len(points) and points[k] == i:  # group i is the digits after a point
+                if self._is_fraction(run, digits, seps, i, ended):
+                    i += 1
+                    continue
+                k += 1
+            stop = points[k] if k < len(points) else n  # a number never crosses a point
+            best = self._at(i, digits, cum, at, stop, dates, seps)
             if best is None:
                 i += 1
                 continue
@@ -182,13 +256,16 @@ class _Reader:
                     run.offset + _position(run, digits, i, prefix),
                 )
             )
-            i = j + 1
+            i, ended = j + 1, j
         return out
 
-    def _at(self, i: int, digits: list[str], cum: list[int], at: dict[int, int], stop: int, dates: list[int]) -> tuple[int, str, str] | None:  # fmt: skip
+    def _at(self, i: int, digits: list[str], cum: list[int], at: dict[int, int], stop: int, dates: list[int], seps: list[str]) -> tuple[int, str, str] | None:  # fmt: skip
         """The number starting at group ``i`` and ending before group ``stop``: a phone if
-        one fits, else the longest ID number."""
+        one fits, else the longest ID number, but one that ends at a dot, which may be a full
+        stop (``370481900101123。138 1234 5678``), is taken before a longer one."""
         best = None
+        if len(digits[i]) <= 2 and i < len(seps) and "." in seps[i]:
+            return None  # a list number (1. 1．) or a decimal's whole part: no number's start
         ahead = "".join(digits[i : i + 18])  # the digits any number starting here can have
         if not self._start.match(ahead):
             return None
@@ -203,23 +280,53 @@ class _Reader:
                     return j, "phone", number
             elif self._id.fullmatch(number) and _spares_dates(i, j, cum, dates, 6 if len(number) == 18 else None):  # fmt: skip
                 best = (j, "id", number)
+                if len(number) in (15, 18) and j < len(seps) and "." in seps[j]:
+                    return best
         return best
 
 
-def _decimal_points(seps: list[str]) -> set[int]:
-    """Groups that follow a decimal point. A bare "." is one (35.1639, 13812345678.0) unless
-    the digits it joins, up to the next other separator, hold several (138.1234.5678,
-    2023.05.01): "35.163946 117.138123" is two decimals, "+86 138.1234.5678" one phone."""
-    points: set[int] = set()
-    word: list[int] = []  # the bare dots of the current dotted word
-    for k, s in enumerate([*seps, " "]):
+def _decimal_points(seps: list[str], typed: list[str]) -> list[int]:
+    """Groups that follow a decimal point, in order. A bare ASCII "." is one (35.1639,
+    13812345678.0) unless the digits it joins, up to the next other separator, hold several
+    dots of any kind (138.1234.5678, 2023.05.01, 35.1。138): "35.163946 117.138123" is two
+    decimals, "+86 138.1234.5678" one phone. A full stop (。．｡) or another dot (·・) is
+    never a decimal point: it ends a sentence or joins the groups of a number."""
+    points: list[int] = []
+    word: list[int | None] = []  # the bare dots of the current dotted word (None: not ASCII)
+    for k, (s, t) in enumerate(zip([*seps, " "], [*typed, " "], strict=True)):
         if s == ".":
-            word.append(k + 1)
+            word.append(k + 1 if t == "." else None)
             continue
-        if len(word) == 1:
-            points.update(word)
+        if len(word) == 1 and word[0] is not None:
+            points.append(word[0])
         word = []
     return points
+
+
+def _degrees(whole: str) -> bool:
+    """Whether the whole part of a decimal can be a coordinate's degrees: 10 to 180, as the
+    latitudes and longitudes of China are (a one-digit whole part is a list number: 1.)."""
+    return whole.isdigit() and len(whole) in (2, 3) and whole[0] != "0" and int(whole) <= 180
+
+
+# A decimal whose whole part can be degrees (see _degrees), with an ASCII dot (checked in the
+# typed text); two of them joined by a comma or spaces are a pair of coordinates.
+_COORDINATE = re.compile(
+    r"(?<![0-9.])(?:1[0-7][0-9]|180|[1-9][0-9])\.([0-9]{1,15})(?![0-9]|\.[0-9])"
+)
+_BETWEEN = re.compile(r",? *-?")
+
+
+def _paired_fractions(folded: str, text: str) -> set[int]:
+    """Where the fractions of coordinates typed in pairs start (``35.16394660492,117.1381``,
+    an ODK geopoint ``35.16394660492 117.13812345678 60.0 5.0``)."""
+    found = [m for m in _COORDINATE.finditer(folded) if text[m.start(1) - 1] == "."]
+    paired: set[int] = set()
+    for a, b in pairwise(found):
+        gap = folded[a.end() : b.start()]
+        if gap and _BETWEEN.fullmatch(gap):
+            paired.update((a.start(1), b.start(1)))
+    return paired
 
 
 def _dates(digits: list[str], seps: list[str]) -> list[int]:
@@ -262,8 +369,8 @@ def _position(run: _Run, digits: list[str], i: int, skip: int) -> int:
 
 # The masker: spaces, dashes, dots, slashes, up to 3 in a row (" - "). ID numbers: 18 or 15
 # digits, not starting with 0. The scanner adds _()~, runs of up to 6, and any 15 to 18 digits.
-_MASKER = _Reader(" -./", 3, r"[1-9][0-9]{16}[0-9Xx]|[1-9][0-9]{14}", r"[1-9]|0086")
-_SCANNER = _Reader(" -./_()~", 6, r"[0-9]{14,17}[0-9Xx]", r"[0-9]")
+_MASKER = _Reader(" -./", 3, r"[1-9][0-9]{16}[0-9Xx]|[1-9][0-9]{14}", r"[1-9]|0086", False)
+_SCANNER = _Reader(" -./_()~", 6, r"[0-9]{14,17}[0-9Xx]", r"[0-9]", True)
 
 
 def _blank(value: Any) -> bool:
@@ -352,9 +459,10 @@ def find_unmasked(text: str) -> list[str]:
     scanning output files.
 
     Wider than :func:`scrub_text` on purpose, so a number the masker missed is still found:
-    ``_()~`` separate digits too, separators may come six in a row, and any 15 to 18 digits
-    count as an ID number. Decimal fractions (coordinates), dates, uuids and hex digests are
-    not numbers of anyone, and neither are the masked forms.
+    ``_()~`` separate digits too, separators may come six in a row, any 15 to 18 digits
+    count as an ID number, and an 11-digit fraction after degrees (``12.13812345678``) is a
+    phone unless the decimal is one of a pair of coordinates. Coordinates, dates, uuids and hex digests
+    are not numbers of anyone, and neither are the masked forms.
     """
     found = _SCANNER.numbers(text)
     ordered = [n for n in found if n.kind == "id"] + [n for n in found if n.kind == "phone"]

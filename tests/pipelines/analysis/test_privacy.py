@@ -10,7 +10,7 @@ from datetime import date
 import pandas as pd
 import pandas.testing as pdt
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from pipelines.analysis.privacy import (
@@ -141,8 +141,16 @@ ID_LAYOUTS = ((18,), (6, 8, 4), (6, 4, 4, 4), (6, 4, 2, 2, 4), (3, 3, 4, 4, 4), 
 OLD_ID_LAYOUTS = ((15,), (6, 6, 3), (6, 9), (3, 3, 6, 3))
 PHONE_LAYOUTS = ((11,), (3, 4, 4), (3, 8), (7, 4), (4, 3, 4), (3, 4, 2, 2))
 PREFIXES = ("", "+86", "＋86", "+８６", "0086", "００８６", "86", "(+86)", "（＋８６）")
-DOTS = (".", "．", "。", "·")
-SEPARATORS = (" ", "\u3000", "\t", "-", "－", "—", "–", " - ", "/", "／", *DOTS)
+DOTS = (".", "．", "。", "｡", "·")
+# invisible characters and line breaks hide nothing: zero-width space, non-joiner and joiner,
+# word joiner, BOM, soft hyphen, line and paragraph separators, LF, CRLF, tab, NUL
+INVISIBLE = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u2028", "\u2029",
+             "\n", "\r\n", "\t", "\x00")  # fmt: skip
+SEPARATORS = (" ", "\u3000", "-", "－", "—", "–", " - ", "/", "／", *DOTS, *INVISIBLE)
+# what comes right before a number: a list number, a sentence's full stop
+LEADS = ("", "1.", "2.", "9.", "1．", "3。", "1、", "。", "．", ".", "｡", "\n", "\u2028")
+# what ends a number's sentence when another number follows right after it
+STOPS = ("。", "．", ".", "｡")
 WIDE = str.maketrans("0123456789Xx", "０１２３４５６７８９Ｘｘ")
 CHINESE = "的一是了我不在人有这中大为上个国电话号码联系身份证请核实，：；（）、！？ 　"
 
@@ -164,14 +172,15 @@ class Typed:
 
 
 def lay_out(digits: str, layout: tuple[int, ...], sep: str, gaps: list[bool], width: list[bool]) -> str:  # fmt: skip
-    """``digits`` in groups of ``layout``; ``sep`` where ``gaps`` says (dots everywhere or
-    nowhere: one dot alone is a decimal point); each character full-width where ``width``."""
+    """``digits`` in groups of ``layout``; ``sep`` where ``gaps`` says (ASCII dots everywhere
+    or nowhere: one alone is a decimal point; a full stop 。．｡ never is); each character
+    full-width where ``width``."""
     wide = "".join(c.translate(WIDE) if w else c for c, w in zip(digits, width, strict=True))
     parts, at = [], 0
     for n in layout:
         parts.append(wide[at : at + n])
         at += n
-    dotted = sep in DOTS
+    dotted = sep == "."
     if dotted and len(parts) < 3:
         return "".join(parts)
     out = parts[0]
@@ -229,8 +238,13 @@ def _digits(text: str) -> str:
 
 
 @settings(max_examples=400, deadline=None)
-@given(number=typed_numbers, before=chinese, after=chinese)
-def test_every_way_of_typing_a_number_is_masked_and_found(number: Typed, before: str, after: str) -> None:  # fmt: skip
+@given(number=typed_numbers, before=chinese, lead=st.sampled_from(LEADS), after=chinese)
+def test_every_way_of_typing_a_number_is_masked_and_found(number: Typed, before: str, lead: str, after: str) -> None:  # fmt: skip
+    before += lead  # right after a list number or a sentence
+    # left unread, as documented: 1. then a first group of 9 to 17 digits but 11, as long as a
+    # float's fraction (1.8613812345678, 1.370481900101 123)
+    first = len(number.text) - len(number.text.lstrip("0123456789０１２３４５６７８９"))
+    assume(not (lead[-1:] == "." and 8 < first < 18 and first != 11))
     text = before + number.text + after
     # the masker masks it, in the usual form, and leaves the text around as typed
     masked = scrub_text(text)
@@ -243,12 +257,12 @@ def test_every_way_of_typing_a_number_is_masked_and_found(number: Typed, before:
 
 
 @settings(max_examples=200, deadline=None)
-@given(numbers=st.lists(typed_numbers, min_size=2, max_size=5), glue=st.lists(st.text(alphabet=CHINESE.strip(), min_size=1, max_size=4), min_size=5, max_size=5))  # fmt: skip
+@given(numbers=st.lists(typed_numbers, min_size=2, max_size=5), glue=st.lists(st.one_of(st.text(alphabet=CHINESE.strip(), min_size=1, max_size=4), st.sampled_from(STOPS)), min_size=5, max_size=5))  # fmt: skip
 def test_several_numbers_in_one_note_are_each_masked(numbers: list[Typed], glue: list[str]) -> None:
     text = "".join(g + n.text for g, n in zip(glue, numbers, strict=False))
     masked = scrub_text(text)
     assert masked == "".join(g + n.masked for g, n in zip(glue, numbers, strict=False))
-    assert len(find_unmasked(text)) == len({n.text for n in numbers})
+    assert len(find_unmasked(text)) == len({n.text.lstrip("+＋(（") for n in numbers})  # as found
     assert find_unmasked(masked) == []
 
 
@@ -269,3 +283,35 @@ def test_hostile_text_is_masked_and_not_mangled() -> None:
     for run in ("0 " * 500_000, "1.5 " * 250_000, "2023-05-01 " * 90_000):
         assert scrub_text(run) == run
     assert find_unmasked("1.5 " * 250_000) == [] and find_unmasked("2023-05-01 " * 90_000) == []
+
+
+@pytest.mark.parametrize(
+    ("typed", "masked"),
+    [  # a number right after a full stop or a list number; invisible characters between digits
+        ("联系电话13812345678。13912345678（备用）", "联系电话138****5678。139****5678（备用）"),
+        ("身份证370481199001011234。13812345678", "身份证370481********1234。138****5678"),
+        ("1.13812345678 2.13912345678", "1.138****5678 2.139****5678"),
+        ("1．13812345678", "1．138****5678"),
+        ("电话13812345678.13912345678", "电话138****5678.139****5678"),
+        ("旧证370481900101123。138 1234 5678", "旧证370481********1123。138****5678"),
+        ("35.370481199001011234", "35.370481********1234"),  # 18 digits: no fraction
+        ("138\u200b1234\u200b5678", "138****5678"),
+        ("370481\u00ad19900101\u20601234", "370481********1234"),
+        ("138\n1234\r\n5678\t", "138****5678\t"),
+        ("\ufeff138\u20281234\u20295678\x00", "\ufeff138****5678\x00"),
+        ("138\u200c1234\u200d5678", "138****5678"),
+    ],
+)
+def test_numbers_after_a_full_stop_and_behind_invisible_characters(typed: str, masked: str) -> None:  # fmt: skip
+    assert find_unmasked(typed) != []
+    assert scrub_text(typed) == masked
+    assert find_unmasked(masked) == []
+
+
+def test_coordinates_pass_the_masker_and_only_short_or_paired_fractions_pass_the_scanner() -> None:  # fmt: skip
+    for text in ("35.16394660492", "117.2512345678", "35.163946604920001", "117.13812345678"):
+        assert scrub_text(text) == text
+    assert find_unmasked("117.2512345678") == [] and find_unmasked("35.1639466049") == []
+    # wider: a lone fraction of 11 digits may be a phone after a list number 12.
+    assert find_unmasked("12.13812345678") == ["13812345678"]
+    assert find_unmasked("35.16394660492, 117.13812345678") == []

@@ -13,7 +13,9 @@ Two stores:
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import itertools
 import random
 import re
@@ -63,7 +65,7 @@ def planted(k: int) -> Typed:
     dozen numbers cover every format of :mod:`tests.pipelines.analysis.test_privacy`."""
     rng = random.Random(k)
     how = ("ascii", "wide", "mixed")[k % 3]
-    sep = SEPARATORS[k % len(SEPARATORS)]
+    sep = SEPARATORS[(k + k // len(SEPARATORS)) % len(SEPARATORS)]  # each kind, each separator
     if k % 2 == 0:
         born = date(1940 + k % 60, 1 + k % 12, 1 + k % 28)
         area = PROVINCES[k % len(PROVINCES)] + f"{rng.randrange(10_000):04d}"
@@ -230,12 +232,16 @@ def _set(data: Any, path: list[str], value) -> None:
 
 def pieces(path: Path) -> list[str]:
     """What a reader of the file sees, in the pieces that stand alone: each XLSX cell; each
-    CSV or HTML line (HTML entities and the maps' JSON ``\\uXXXX`` escapes read back)."""
+    CSV row (its cells whole, so a number typed across a line break is read whole); each HTML line
+    (HTML entities and the maps' JSON ``\\uXXXX`` escapes read back)."""
     if path.suffix == ".xlsx":
         wb = load_workbook(path, read_only=True)
         return [str(v) for ws in wb.worksheets for row in ws.iter_rows(values_only=True)
                 for v in row if v is not None]  # fmt: skip
-    if path.suffix in (".csv", ".html"):
+    if path.suffix == ".csv":
+        rows = csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline=""))
+        return [",".join(row) for row in rows]
+    if path.suffix == ".html":
         text = path.read_text(encoding="utf-8-sig")
         text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
         return html.unescape(text).splitlines()
@@ -280,7 +286,10 @@ def test_the_demo_year_plants_numbers_and_every_output_masks_them(demo) -> None:
 def test_every_free_text_field_of_every_form_is_masked_in_every_output(everywhere) -> None:
     result, planted_ = everywhere
     numbers = planted_.numbers
-    assert len(numbers) > 1000 and len(planted_.formats) >= 15  # every way, many times
+    assert len(numbers) > 1000 and len(planted_.formats) >= 25  # every way, many times
+    for kind in ("id", "phone"):  # invisible characters and line breaks between the digits
+        typed = "".join(style(n)[1] for n in numbers if n.kind == kind)
+        assert set("\u200b\u200c\u200d\u2060\ufeff\u00ad\u2028\u2029\n\r\t\x00。．.") <= set(typed)
     files = [p for p in result.out_dir.rglob("*") if p.is_file()]
     assert {".html", ".xlsx", ".csv"} <= {p.suffix for p in files}
     assert leaks(result, numbers) == []
