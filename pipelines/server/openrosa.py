@@ -48,8 +48,14 @@ _BAD_TOKEN_LIMIT, _BAD_TOKEN_WINDOW_S = 10, 60.0
 
 @dataclass(frozen=True)
 class Limits:
-    accept_bytes: int = ACCEPT_BYTES
+    accept_bytes: int = ACCEPT_BYTES  # declared to phones (X-OpenRosa-Accept-Content-Length)
     max_parts: int = MAX_PARTS
+
+    @property
+    def body_bytes(self) -> int:
+        """What a POST may carry: Collect fills the declared length with file bytes alone
+        (OkHttpConnection.java), so the multipart headers of every part come on top."""
+        return self.accept_bytes + (self.max_parts + 2) * 1024
 
 
 class Throttle:
@@ -256,7 +262,7 @@ async def _submission(request: Request, st, person: Person) -> Response:
         declared = int(request.headers.get("content-length") or 0)
     except ValueError:
         declared = 0
-    if declared > limits.accept_bytes:
+    if declared > limits.body_bytes:
         return too_large
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         return _refused(
@@ -264,7 +270,7 @@ async def _submission(request: Request, st, person: Person) -> Response:
         )
     parser = MultiPartParser(
         request.headers,
-        _limited(request, limits.accept_bytes),
+        _limited(request, limits.body_bytes),
         max_files=limits.max_parts,
         max_fields=20,
         max_part_size=64 * 1024,
@@ -315,7 +321,9 @@ async def _store(request: Request, st, person: Person, form) -> Response:
                 f"照片 {name[:80]} 不在表单答案中，已拒收（file not named by the XML）",
             )
         photos.append((name, value.file))
-    device = request.query_params.get("deviceID")
+    # Collect names its device in the URL; a browser (ODK Web Forms) only in the XML's deviceid
+    device = request.query_params.get("deviceID") or parsed.data.get("deviceid")
+    device = device if isinstance(device, str) else None
     sender = Sender(person.login, person.name, device[:128] if device else None)
     try:
         blobs = await run_in_threadpool(save_photos, st.blob_store, photos)

@@ -20,6 +20,7 @@ from pipelines.analysis.checks import check_forms
 from pipelines.cli import main
 from pipelines.config import load_settings
 from pipelines.reports._inputs import load_inputs
+from pipelines.server.openrosa import Limits
 from pipelines.server.people import add_person, disable_person, load_roles, rotate_token
 from pipelines.store import Store
 from tests.pipelines.server._collect import Collect, CollectError, multipart, ok
@@ -363,7 +364,8 @@ def test_a_body_over_the_declared_limit_is_413(served) -> None:
     token = served.tokens["cadre"]
     head = (
         f"POST /key/{token}/submission HTTP/1.1\r\nHost: x\r\nX-OpenRosa-Version: 1.0\r\n"
-        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000001\r\n\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {Limits().body_bytes + 1}\r\n\r\n"  # the declared length + headers' room
     ).encode()
     reply = _raw(served.server, head, b"--b\r\n")
     assert reply.startswith(b"HTTP/1.1 413") and b"X-OpenRosa-Version: 1.0" in reply.replace(
