@@ -18,6 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from pipelines.analysis.plan import load_plan
 from pipelines.config import SHANGHAI, TIMEZONE, Settings, load_settings
 from pipelines.errors import ManyiError, SourceError
 
@@ -87,7 +88,7 @@ def build_task(settings: Settings) -> list[str]:
     from pipelines.errors import FormError
 
     report = build_forms(
-        settings.forms_dir, settings.build_dir, settings.villages, plan_path=settings.plan
+        settings.forms_dir, settings.build_dir, settings.villages, plan=load_plan(settings.plan)
     )
     if report.problems:
         raise FormError(report.problems)

@@ -27,6 +27,7 @@ import shapely
 from geo.coverage import coverage_frame, locate_points
 from geo.illustrative import EXTENT, illustrative_boundaries
 from geo.maps import draw_maps
+from pipelines.analysis.plan import load_plan
 from pipelines.config import Settings
 
 
@@ -121,7 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         result, _ = _measure(
             f"draw_maps: overview + 6 domain maps, {args.markers:,} clustered findings",
-            lambda: draw_maps(Settings(), Path(tmp), progress, findings),
+            lambda: draw_maps(
+                Settings(), Path(tmp), progress, findings, segments=load_plan().segments
+            ),
         )
         size = result.maps["overview"].stat().st_size
         print(f"   overview.html {size / 2**20:.2f} MiB (offline, Leaflet inlined)")

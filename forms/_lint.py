@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from forms._sheets import Sheet, Workbook
+from forms.segments import OTHER, SEGMENT_FIELDS
 from geo.villages import Village
-from pipelines.analysis.plan import OTHER, SEGMENT_FIELDS, Plan
 from pipelines.errors import Problem
+
+if TYPE_CHECKING:  # forms are built before any analysis: the plan comes in as data
+    from pipelines.analysis.plan import Plan
 
 ZH = "Chinese (zh)"
 EN = "English (en)"

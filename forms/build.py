@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from openpyxl import load_workbook
 from pyxform.errors import PyXFormError
@@ -28,8 +28,10 @@ from forms._lint import EN, VILLAGE_LIST, ZH, check_villages, lint, uses_village
 from forms._locate import locate_pyxform, locate_validate
 from forms._sheets import Sheet, Workbook, read_workbook
 from geo.villages import Village, load_villages
-from pipelines.analysis.plan import Plan, load_plan
 from pipelines.errors import DataError, FormError, Problem
+
+if TYPE_CHECKING:
+    from pipelines.analysis.plan import Plan
 
 ROSTERS_DIR = "rosters"
 MANIFEST = "manifest.json"
@@ -243,7 +245,7 @@ def build_forms(
     out_dir: Path,
     villages_path: Path,
     *,
-    plan_path: Path | None = None,
+    plan: Plan | None = None,
     only: Iterable[str] | None = None,
     validate: bool = True,
     on_form: Callable[[str], None] | None = None,
@@ -251,15 +253,14 @@ def build_forms(
     """Build every XLSForm in ``forms_dir`` into ``out_dir``.
 
     Form problems do not raise: they are in ``report.problems``, and the other forms are still
-    built. The road forms' segment lists are checked against the plan at ``plan_path`` (the
-    ``plan`` setting; default the bundled one). The manifest lists the forms that built; forms whose file is gone leave it.
+    built. The road forms' segment lists are checked against ``plan`` (the town's, loaded by
+    the caller from the ``plan`` setting; None skips that check). The manifest lists the forms that built; forms whose file is gone leave it.
     ``forms_dir/versions.lock.json`` remembers each (form, version)'s content, so a changed
     form that kept its version is refused whatever the output folder.
     """
     forms_dir, out_dir = Path(forms_dir), Path(out_dir)
     files = form_files(forms_dir, only)
     villages = load_villages(villages_path)
-    plan = load_plan(plan_path)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -305,7 +306,7 @@ def build_forms(
 
 
 def _build_one(
-    path: Path, out_dir: Path, villages: list[Village], plan: Plan, validate: bool,
+    path: Path, out_dir: Path, villages: list[Village], plan: Plan | None, validate: bool,
     lock: dict[str, dict[str, str]], warnings: list[str],
 ) -> tuple[list[Problem], BuiltForm | None]:  # fmt: skip
     wb = read_workbook(path)

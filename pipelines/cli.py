@@ -84,11 +84,12 @@ def forms_build(
 ) -> None:
     """Compile every XLSForm with pyxform, run ODK Validate, write XForms, attachments and manifest.json."""
     from forms.build import build_forms
+    from pipelines.analysis.plan import load_plan
 
     s = _settings(ctx, build_dir=out_dir)
     with err.status("building forms…") as status:
         report = build_forms(
-            s.forms_dir, s.build_dir, s.villages, plan_path=s.plan, only=form, validate=not no_validate,
+            s.forms_dir, s.build_dir, s.villages, plan=load_plan(s.plan), only=form, validate=not no_validate,
             on_form=lambda f: status.update(f"building {f}…"),
         )  # fmt: skip
     for w in report.warnings:
@@ -523,11 +524,12 @@ def maps(
 ) -> None:
     """Draw the overview map and one map per domain, offline, with an index page."""
     from geo.maps import draw_maps
+    from pipelines.analysis.plan import load_plan
     from pipelines.reports.index import write_index
 
     s = _settings(ctx, outputs_dir=out_dir, basemap=basemap, boundaries=boundaries)
     with err.status("drawing maps…"):
-        result = draw_maps(s, s.outputs_dir)
+        result = draw_maps(s, s.outputs_dir, segments=load_plan(s.plan).segments)
         index = write_index(s.outputs_dir, title=f"{s.town} 满意度提升工程")
     for w in result.warnings:
         err.print(f"warning: {w}", style="yellow", markup=False, highlight=False)

@@ -4,12 +4,16 @@ locally a missing browser skips, in CI (CI=true) it fails."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import struct
 import subprocess
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -99,3 +103,29 @@ def read_png(data: bytes) -> np.ndarray:
         out[y] = cur
         prev = cur
     return out.reshape(height, width, bpp)[:, :, :3]
+
+
+@contextlib.contextmanager
+def loopback_phone(browser, width: int = 360, height: int = 740) -> Iterator:
+    """A fresh phone browser page (its own IndexedDB) at ``width``×``height``. A request that
+    would leave the loopback server is aborted and fails the test; so does a page error."""
+    context = browser.new_context(viewport={"width": width, "height": height}, locale="zh-CN")
+    requests: list[str] = []
+    errors: list[str] = []
+    page = context.new_page()
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    context.route(
+        re.compile(r"^(?!http://127\.0\.0\.1:\d+/).*"),
+        lambda route: route.continue_() if is_loopback(route.request.url) else route.abort(),
+    )
+    yield page
+    context.close()
+    outside = [u for u in requests if not is_loopback(u)]
+    assert not outside, f"requests left the server: {outside[:5]}"
+    assert not errors, errors
+
+
+def is_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("data", "blob") or parts.hostname == "127.0.0.1"

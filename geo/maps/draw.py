@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -21,7 +22,9 @@ from geo.maps._assets import render_offline
 from geo.maps.layers import build_map, page_style
 from geo.roads import illustrative_roads, load_roads
 from geo.villages import load_villages
-from pipelines.analysis.plan import RoadSegment, load_plan
+
+if TYPE_CHECKING:  # geo draws the segments it is given; it never reads the plan
+    from pipelines.analysis.plan import RoadSegment
 from pipelines.errors import DataError
 
 # The plan's six domains: id used in file names -> Chinese name shown to users.
@@ -60,12 +63,12 @@ def draw_maps(
     findings: pd.DataFrame | None = None,
     *,
     boundaries: Boundaries | None = None,
-    segments: Sequence[RoadSegment] | None = None,
+    segments: Sequence[RoadSegment] = (),
 ) -> MapsResult:
     """Draw the overview map and one map per domain into ``out_dir/maps/``.
 
-    ``segments`` are the road segments to draw (default: those of the town's plan,
-    ``settings.plan``). ``progress`` is the indicators' tidy frame, one row per (village,
+    ``segments`` are the road segments to draw (the town's plan's, ``Plan.segments``; none
+    by default). ``progress`` is the indicators' tidy frame, one row per (village,
     indicator):
 
     ============== ===================================================================
@@ -103,8 +106,6 @@ def draw_maps(
         )
     basemap = basemap_for(settings)
     notes = list(boundaries.warnings)
-    if segments is None:  # the roads the town's plan declares
-        segments = load_plan(settings.plan).segments
     if settings.roads:
         roads, road_notes = load_roads(settings.roads, boundaries, segments)
         notes += road_notes

@@ -23,8 +23,8 @@ from geo.basemaps import Basemap, to_gcj02, wgs84_to_gcj02
 from geo.boundaries import Boundaries
 from geo.coverage import CLASSES, classify, coverage_frame
 from geo.illustrative import NOTICE
-from pipelines.analysis.privacy import scrub_text
 from pipelines.config import SHANGHAI
+from pipelines.privacy import scrub_text
 
 
 def _village_values(rows: pd.DataFrame) -> pd.DataFrame:
@@ -130,13 +130,15 @@ def build_map(
         popup=folium.GeoJsonPopup(fields=["tip"], labels=False),
     ).add_to(fmap)
 
-    if roads is not None:
+    if roads is not None and len(roads):  # a town whose plan declares no road works has none
         _add_roads(fmap, roads, rows)
     if len(findings):
         _add_findings(fmap, findings, basemap)
 
     folium.LayerControl(collapsed=True).add_to(fmap)
-    _Legend(title, boundaries.illustrative, roads is not None, len(findings) > 0).add_to(fmap)
+    _Legend(
+        title, boundaries.illustrative, roads is not None and len(roads) > 0, len(findings) > 0
+    ).add_to(fmap)
     west, south, east, north = cover.total_bounds
     fmap.fit_bounds([[south, west], [north, east]])
     return fmap

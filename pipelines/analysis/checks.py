@@ -16,7 +16,7 @@ Checks, each with a stable id (:data:`CHECKS`):
   sender's villages (``senders``: :meth:`pipelines.store.Store.senders`).
 
 Reasons quote what was typed (a title, a place name, a roster ID that does not exist), so each
-quoted value and each whole reason goes through :func:`pipelines.analysis.privacy.scrub_text` and is
+quoted value and each whole reason goes through :func:`pipelines.privacy.scrub_text` and is
 cut short when built: a phone or ID number typed into a title never reaches the quality sheet.
 The other text columns (the record's id, the village code as typed) are masked too.
 
@@ -39,9 +39,9 @@ from geo.boundaries import Boundaries
 from geo.coverage import locate_points
 from geo.illustrative import illustrative_boundaries
 from geo.villages import Village
-from pipelines.analysis.privacy import scrub_text
 from pipelines.analysis.rosters import Rosters, pick_lists
 from pipelines.analysis.tidy import TidyForm
+from pipelines.privacy import scrub_text
 
 CHECKS: dict[str, str] = {
     "gps_accuracy": "GPS 精度不足",

@@ -28,7 +28,7 @@ stores it) so the maps can link it; it is not shown in the lists.
 
 Personal data is masked when the item is made, so no later step can leak it: names become the
 surname plus ``*``, ID numbers 6 + ``********`` + 4, phones 3 + ``****`` + 4, and ID numbers or
-phones typed into free text are masked too: :func:`pipelines.analysis.privacy.scrub_text` goes over
+phones typed into free text are masked too: :func:`pipelines.privacy.scrub_text` goes over
 every text column of the items (all of :data:`COLUMNS` but the photo's file name), not a list
 of the columns known to hold free text, so a column added later is masked as well.
 """
@@ -46,9 +46,9 @@ from forms.schema import FormSchema
 from geo.villages import Village
 from pipelines.analysis.indicators import latest_rows, plan_rows
 from pipelines.analysis.plan import Plan
-from pipelines.analysis.privacy import mask_id_number, mask_name, mask_phone, scrub_text
 from pipelines.analysis.rosters import PERSONAL, Rosters
 from pipelines.analysis.tidy import TidyForm
+from pipelines.privacy import mask_id_number, mask_name, mask_phone, scrub_text
 
 COLUMNS = (
     "liaison_group",

@@ -18,6 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from forms.segments import OTHER, SEGMENT_FIELDS
 from pipelines.config import BUNDLED_PLAN
 from pipelines.errors import ConfigError
 
@@ -27,10 +28,6 @@ LEVELS = ("town", "village", "liaison_group", "department")
 PERIODS = ("year", "quarter", "month")
 ROSTERS = ("villages", "students", "residents", "welfare_posts", "dibao_households")
 SEGMENT_KINDS = ("construction", "lighting")  # 修路, 亮化
-# The form and field that answer about each kind of segment: their choice list must name
-# exactly the plan's segments of that kind, plus OTHER (a road the plan does not name).
-SEGMENT_FIELDS = {"construction": ("road_progress", "segment"), "lighting": ("street_lighting", "road")}  # fmt: skip
-OTHER = "other"
 
 _KEYS = {
     "id", "domain", "label", "form", "repeat", "date_field", "measure", "where", "field",

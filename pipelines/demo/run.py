@@ -113,7 +113,7 @@ def serve_demo(
 
     step("building the forms (pyxform + ODK Validate)")
     built = build_forms(
-        settings.forms_dir, settings.build_dir, settings.villages, plan_path=settings.plan
+        settings.forms_dir, settings.build_dir, settings.villages, plan=load_plan(settings.plan)
     )
     if built.problems:
         raise FormError(built.problems)

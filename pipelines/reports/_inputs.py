@@ -19,12 +19,12 @@ from geo.boundaries import Boundaries, load_boundaries
 from geo.illustrative import NOTICE, illustrative_boundaries
 from geo.villages import Village, load_villages
 from pipelines.analysis.plan import Plan, check_against_forms, load_plan
-from pipelines.analysis.privacy import scrub_text
 from pipelines.analysis.rosters import COLUMNS as ROSTER_COLUMNS
 from pipelines.analysis.rosters import Rosters, demo_rosters, load_rosters, validate_roster
 from pipelines.analysis.tidy import TidyForm, tidy
 from pipelines.config import SHANGHAI
 from pipelines.errors import DataError
+from pipelines.privacy import scrub_text
 from pipelines.store import QuarantineItem, Sender, open_store
 
 NO_DATA = "暂无数据"

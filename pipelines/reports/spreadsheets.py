@@ -27,8 +27,8 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
-from pipelines.analysis.privacy import scrub_text
 from pipelines.errors import DataError
+from pipelines.privacy import scrub_text
 
 XLSX_MAX_ROWS = 1_000_000  # Excel holds 1,048,576 rows a sheet; longer lists continue on another
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -40,7 +40,7 @@ def shown_text(text: str) -> str:
     here: control characters dropped (no XLSX can hold them, and a NUL between digits would
     hide a number from the masker), lone surrogates shown as U+FFFD (no UTF-8 file can hold
     them), then every ID number and mobile masked by the one masker,
-    :func:`pipelines.analysis.privacy.scrub_text`."""
+    :func:`pipelines.privacy.scrub_text`."""
     text = ILLEGAL_CHARACTERS_RE.sub("", _SURROGATES.sub("\ufffd", text))
     return scrub_text(text)
 

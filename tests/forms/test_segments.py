@@ -45,7 +45,9 @@ def _plan(tmp_path: Path, old: str, new: str) -> Path:
 
 
 def _problems(road_forms: Path, tmp_path: Path, plan: Path) -> list[str]:
-    report = build_forms(road_forms, tmp_path / "out", VILLAGES, plan_path=plan, validate=False)
+    report = build_forms(
+        road_forms, tmp_path / "out", VILLAGES, plan=load_plan(plan), validate=False
+    )
     return [str(p).replace(str(plan), "PLAN") for p in report.problems]
 
 
@@ -90,5 +92,5 @@ def test_another_name_or_length_is_named(road_forms: Path, tmp_path: Path) -> No
 
 
 def test_the_form_builds_when_list_and_plan_agree(road_forms: Path, tmp_path: Path) -> None:
-    report = build_forms(road_forms, tmp_path / "out", VILLAGES, plan_path=PLAN_FILE, validate=False)  # fmt: skip
+    report = build_forms(road_forms, tmp_path / "out", VILLAGES, plan=load_plan(PLAN_FILE), validate=False)  # fmt: skip
     assert report.ok and sorted(b.form_id for b in report.built) == list(ROAD_FORMS)

@@ -90,7 +90,7 @@ def test_points_are_not_roads(boundaries, tmp_path: Path) -> None:
 def test_maps_draw_the_supplied_roads(tmp_path: Path) -> None:
     path = _write(tmp_path / "roads.geojson", ["fuqian_east"], [500])
     settings = replace(load_settings({}, env={}), roads=path)
-    result = draw_maps(settings, tmp_path / "out")
+    result = draw_maps(settings, tmp_path / "out", segments=SEGMENTS)
     assert any("longyang_yanzhuang" in w for w in result.warnings)
     assert (tmp_path / "out" / "maps" / "overview.html").exists()
 

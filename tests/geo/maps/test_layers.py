@@ -11,8 +11,9 @@ import pytest
 
 from geo.illustrative import illustrative_boundaries
 from geo.maps import draw_maps
-from pipelines.analysis.privacy import find_unmasked
+from pipelines.analysis.plan import load_plan
 from pipelines.config import Settings
+from pipelines.privacy import find_unmasked
 from tests.geo.maps._frames import XSS, data_array, hostile_findings
 
 
@@ -47,7 +48,7 @@ def test_progress_colours_villages_and_roads(tmp_path):
             "segment_id": [None, None, None, "longling_dongshatu"],
         }
     )
-    result = draw_maps(Settings(), tmp_path, progress, None)
+    result = draw_maps(Settings(), tmp_path, progress, None, segments=load_plan().segments)
     living = result.maps["living_environment"].read_text(encoding="utf-8")
     overview = result.maps["overview"].read_text(encoding="utf-8")
     # Village 0: 1/1 on living environment -> done; 1/1 and 0/1 overall -> 50–75%.

@@ -13,9 +13,9 @@ from forms.schema import load_schema
 from geo.illustrative import illustrative_boundaries
 from geo.villages import load_villages
 from pipelines.analysis.checks import CHECKS, check_forms
-from pipelines.analysis.privacy import find_unmasked
 from pipelines.analysis.rosters import Rosters, validate_roster
 from pipelines.analysis.tidy import TidyForm, tidy
+from pipelines.privacy import find_unmasked
 from pipelines.records import Record
 
 FORMS = ["sanitation_sweep", "home_visit", "culture_event", "police_monthly"]

@@ -16,9 +16,9 @@ from openpyxl import load_workbook
 
 from geo.illustrative import illustrative_boundaries
 from geo.villages import load_villages
-from pipelines.analysis.privacy import find_unmasked
 from pipelines.analysis.rosters import Rosters, id_check_digit, validate_roster
 from pipelines.config import Settings
+from pipelines.privacy import find_unmasked
 from pipelines.reports import Outputs
 
 AS_OF = date(2023, 6, 30)

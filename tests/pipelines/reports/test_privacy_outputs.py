@@ -30,15 +30,15 @@ from openpyxl import load_workbook
 from forms.schema import FormSchema, load_schema
 from geo.illustrative import illustrative_boundaries
 from geo.villages import load_villages
-from pipelines.analysis.privacy import find_unmasked
 from pipelines.analysis.rosters import Rosters, demo_rosters, write_rosters
 from pipelines.config import Settings
 from pipelines.demo.simulate import SimulatedYear, simulate_year
+from pipelines.privacy import find_unmasked
 from pipelines.records import Quarantined
 from pipelines.reports import Outputs, refresh_outputs
 from pipelines.reports.lists import QUARANTINE
 from pipelines.store import open_store
-from tests.pipelines.analysis.test_privacy import (
+from tests.pipelines.test_privacy import (
     ID_LAYOUTS,
     OLD_ID_LAYOUTS,
     PHONE_LAYOUTS,
@@ -62,7 +62,7 @@ SIZES = {"students_per_village": 6, "residents_per_village": 8, "welfare_posts":
 
 def planted(k: int) -> Typed:
     """The k-th planted number: kind, layout, separator, width and prefix each cycle, so a few
-    dozen numbers cover every format of :mod:`tests.pipelines.analysis.test_privacy`."""
+    dozen numbers cover every format of :mod:`tests.pipelines.test_privacy`."""
     rng = random.Random(k)
     how = ("ascii", "wide", "mixed")[k % 3]
     sep = SEPARATORS[(k + k // len(SEPARATORS)) % len(SEPARATORS)]  # each kind, each separator

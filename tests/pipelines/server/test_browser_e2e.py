@@ -14,7 +14,6 @@ import time
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,7 +21,7 @@ from pipelines.cli import main
 from pipelines.config import load_settings
 from pipelines.server.webforms import RETRY_SECONDS
 from pipelines.store import open_store
-from tests.browser import find_chromium
+from tests.browser import find_chromium, loopback_phone
 from tests.pipelines.server._server import Server, settings_env, start_server
 from tests.pipelines.server.test_webforms import _fill, _png, _question
 
@@ -63,26 +62,8 @@ def served(built_forms, tmp_path, monkeypatch, capsys):
 def phone(browser):
     """A fresh phone browser (its own IndexedDB) at 360×740. Any request that would leave
     the loopback server is aborted and fails the test; so does any uncaught page error."""
-    context = browser.new_context(viewport={"width": 360, "height": 740}, locale="zh-CN")
-    requests: list[str] = []
-    errors: list[str] = []
-    page = context.new_page()
-    page.on("request", lambda r: requests.append(r.url))
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    context.route(
-        re.compile(r"^(?!http://127\.0\.0\.1:\d+/).*"),
-        lambda route: route.continue_() if _local(route.request.url) else route.abort(),
-    )
-    yield page
-    context.close()
-    outside = [u for u in requests if not _local(u)]
-    assert not outside, f"requests left the server: {outside[:5]}"
-    assert not errors, errors
-
-
-def _local(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("data", "blob") or parts.hostname == "127.0.0.1"
+    with loopback_phone(browser) as page:
+        yield page
 
 
 def _link(server: Server, token: str) -> str:

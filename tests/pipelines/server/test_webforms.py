@@ -13,7 +13,6 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 from xml.etree.ElementTree import Element
 
 import pytest
@@ -25,7 +24,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
 from pipelines.server import webforms
-from tests.browser import find_chromium
+from tests.browser import find_chromium, loopback_phone
 
 FORM = "dibao_verification"  # short, with a photo and a roster-backed choice (dibao_households.csv)
 TITLE = "低保核查"
@@ -157,26 +156,8 @@ def page(browser, server):
     endpoint.mode = "ok"
     endpoint.posts.clear()
     endpoint.stored.clear()
-    context = browser.new_context(viewport={"width": 360, "height": 740}, locale="zh-CN")
-    requests: list[str] = []
-    errors: list[str] = []
-    pg = context.new_page()
-    pg.on("request", lambda r: requests.append(r.url))
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    context.route(
-        re.compile(r"^(?!http://127\.0\.0\.1:\d+/).*"),
-        lambda route: route.continue_() if _local(route.request.url) else route.abort(),
-    )
-    yield pg
-    context.close()
-    outside = [u for u in requests if not _local(u)]
-    assert not outside, f"requests left the server: {outside[:5]}"
-    assert not errors, errors
-
-
-def _local(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("data", "blob") or parts.hostname == "127.0.0.1"
+    with loopback_phone(browser) as pg:
+        yield pg
 
 
 def _open_form(page, base: str) -> None:

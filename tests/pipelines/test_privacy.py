@@ -13,7 +13,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from pipelines.analysis.privacy import (
+from pipelines.analysis.rosters import id_check_digit
+from pipelines.privacy import (
     find_unmasked,
     mask_id_number,
     mask_name,
@@ -21,7 +22,6 @@ from pipelines.analysis.privacy import (
     mask_series,
     scrub_text,
 )
-from pipelines.analysis.rosters import id_check_digit
 
 
 def test_id_number_keeps_first_six_and_last_four() -> None:
