@@ -504,6 +504,36 @@ def users_disable(
     )
 
 
+@users_app.command("password")
+def users_password(
+    ctx: typer.Context, login: Annotated[str, typer.Argument(help="The person's login.")]
+) -> None:
+    """Set a person's portal password (read from stdin, or asked twice); ends their sessions."""
+    from pipelines.errors import DataError
+    from pipelines.server.auth import set_password
+
+    if sys.stdin.isatty():
+        password = typer.prompt(
+            f"新密码 new password for {login}", hide_input=True, confirmation_prompt=True
+        )
+    else:  # a pipe: the first line, as bytes, so a wrong encoding is one clear line
+        raw = sys.stdin.buffer.readline(8192).rstrip(b"\r\n")
+        try:
+            password = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(
+                f"password for {login!r} on stdin is not UTF-8; send it as UTF-8 text"
+            ) from None
+    s = _settings(ctx)
+    with _people_store(s) as store:
+        person = set_password(store, login, password)
+    out.print(
+        f"{person.login} {person.name}: password set; their open sessions are ended",
+        markup=False,
+        highlight=False,
+    )
+
+
 @app.command("maps")
 def maps(
     ctx: typer.Context,

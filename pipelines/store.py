@@ -149,6 +149,34 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (form_id, instance_id)
         )""",
     ),
+    (
+        # Portal logins (pipelines/server/auth.py): argon2id hashes of passwords, sessions
+        # keyed by the sha256 of their id (the id itself is never stored), and the audit log.
+        """CREATE TABLE passwords (
+            login TEXT PRIMARY KEY REFERENCES people (login),
+            hash TEXT NOT NULL,
+            changed_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE sessions (
+            id_sha256 TEXT PRIMARY KEY,
+            login TEXT NOT NULL REFERENCES people (login),
+            csrf TEXT NOT NULL,
+            address TEXT,
+            created_at TEXT NOT NULL,
+            last_seen_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX sessions_login ON sessions (login)",
+        """CREATE TABLE audit (
+            at TEXT NOT NULL,
+            login TEXT,
+            address TEXT,
+            event TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX audit_login_at ON audit (login, event, at)",
+        "CREATE INDEX audit_address_at ON audit (address, event, at)",
+    ),
 )
 
 _CHUNK = 500  # ids per IN (...) lookup; well under SQLite's variable limit

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipelines.config import Settings
 from pipelines.errors import scrub
-from pipelines.server import webforms
+from pipelines.server import auth, webforms
 from pipelines.server._catalog import Catalog
 from pipelines.server._submissions import Ingest
 from pipelines.server.openrosa import Limits, Throttle, guard, openrosa_response, routes
@@ -88,7 +88,11 @@ def create_app(settings: Settings, limits: Limits | None = None) -> Starlette:
         )
 
     app = Starlette(
-        routes=[*routes(lambda: state), *_browser_routes(lambda: state)],
+        routes=[
+            *routes(lambda: state),
+            *_browser_routes(lambda: state),
+            *auth.routes(lambda: state),
+        ],
         lifespan=lifespan,
         # gzip: the Web Forms engine is 4.6 MB, 1.3 MB compressed, on a phone's first visit
         middleware=[Middleware(_AccessLog), Middleware(GZipMiddleware, minimum_size=1024)],

@@ -77,11 +77,11 @@ def test_wal_and_versioned_migrations(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     Store(path, tmp_path).close()
     again = Store(path, tmp_path)  # reopening applies nothing twice
-    assert again.schema_version == len(MIGRATIONS) == 5
+    assert again.schema_version == len(MIGRATIONS) == 6
     again.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 5
+    assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 6
 
 
 def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
