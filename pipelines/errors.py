@@ -28,7 +28,7 @@ _SHAPES = tuple(
     (re.compile(p, flags), repl)
     for p, flags, repl in (
         # Central app-user URLs carry their token in the path
-        (r"(/key/)[^/\s?#\"']+", 0, r"\1***"),
+        (r"(/key/)[^/\s?#\"']+", re.IGNORECASE, r"\1***"),  # /KEY/ too: paths are text
         # Authorization / Proxy-Authorization headers, as text, repr or JSON, any scheme
         (
             r"(\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?"

@@ -82,12 +82,44 @@ class Outcome:
 
 
 def form_id_of(xml: bytes) -> str:
-    """The form id of a submission's XML, or :class:`Refused` (400) when it is not XML."""
-    return root_form_id(_parse(xml))
+    """The form id of a submission's XML, or :class:`Refused` (400) when it is not XML.
+    CPU-bound on a large XML: the server calls it in a worker thread."""
+    try:
+        return root_form_id(_parse(xml))
+    except RecursionError:
+        raise Refused(400, _TOO_DEEP) from None
 
 
 def parse(xml: bytes, form: BuiltForm) -> Parsed:
-    """``xml`` as a submission of ``form``, or :class:`Refused`."""
+    """``xml`` as a submission of ``form``, or :class:`Refused` (also 400 for nesting too deep
+    for the element walk, where Python would raise RecursionError). Called in a worker thread."""
+    try:
+        return _parse_submission(xml, form)
+    except RecursionError:
+        raise Refused(400, _TOO_DEEP) from None
+
+
+_TOO_DEEP = "提交的 XML 嵌套层数过多，已拒收（XML nested too deep）"
+
+
+def conflicts(db: Any, p: Parsed) -> bool:
+    """Whether ``p`` may not be stored: its instanceID is held by other XML sent here, or by a
+    record from another source. The writer decides under its transaction; the server also asks
+    before writing a resend's photos, so a refused resend leaves no file behind."""
+    row = db.execute(
+        "SELECT xml_sha256 FROM local_submissions WHERE form_id = ? AND instance_id = ?",
+        (p.form_id, p.instance_id),
+    ).fetchone()
+    if row is not None:
+        return row[0] != p.xml_sha256
+    other = db.execute(
+        "SELECT 1 FROM submissions WHERE form_id = ? AND instance_id = ?",
+        (p.form_id, p.instance_id),
+    ).fetchone()
+    return other is not None
+
+
+def _parse_submission(xml: bytes, form: BuiltForm) -> Parsed:
     root = _parse(xml)
     data = instance_data(root, set(form.repeats))
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
@@ -202,20 +234,16 @@ class Ingest:
 
 def _write(db: Any, job: Job) -> Outcome:
     p, s, now = job.parsed, job.sender, now_utc()
-    row = db.execute(
-        "SELECT xml_sha256 FROM local_submissions WHERE form_id = ? AND instance_id = ?",
-        (p.form_id, p.instance_id),
-    ).fetchone()
-    new = row is None
-    if row is not None and row[0] != p.xml_sha256:
-        return Outcome(409, _CONFLICT)
-    if new:
-        other = db.execute(
-            "SELECT source FROM submissions WHERE form_id = ? AND instance_id = ?",
+    if conflicts(db, p):
+        return Outcome(409, CONFLICT)
+    new = (
+        db.execute(
+            "SELECT 1 FROM local_submissions WHERE form_id = ? AND instance_id = ?",
             (p.form_id, p.instance_id),
         ).fetchone()
-        if other is not None:
-            return Outcome(409, _CONFLICT)
+        is None
+    )
+    if new:
         record = Record(
             form_id=p.form_id,
             instance_id=p.instance_id,
@@ -272,7 +300,7 @@ def _write(db: Any, job: Job) -> Outcome:
     return Outcome(201, message, new=new, photos_added=len(added))
 
 
-_CONFLICT = (
+CONFLICT = (
     "已有同一 instanceID 但内容不同的提交，已拒收；补传照片时请发送完全相同的表单 XML"
     "（A submission already exists with this ID, but with different XML.）"
 )

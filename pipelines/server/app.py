@@ -5,19 +5,30 @@ One process: the forms of ``build_dir`` (``manyi forms build``), the store under
 start from ``public_url`` when set, else from the request's scheme and host; uvicorn takes
 ``X-Forwarded-Proto``/``-For`` only from ``trusted_proxies``.
 
-The access log names paths with ``/key/***``: a collection link is a credential.
+The access log names paths with ``/key/***``: a collection link is a credential; control
+characters in a path are escaped there. Every answer says ``X-Content-Type-Options: nosniff``;
+the ``/key/`` pages send their Content-Security-Policy (with ``frame-ancestors 'none'``) as a
+header too.
+
+Slow clients: uvicorn has no timeout for a request's headers, so the server must sit behind a
+proxy (Caddy, nginx) that has one; it takes at most ``_MAX_CONNECTIONS`` connections (more get
+503) and a submission body must arrive within ``Limits.body_timeout_s`` (300 s;
+``MANYI_SERVE_BODY_TIMEOUT_S`` changes it, the tests shorten it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
@@ -30,12 +41,21 @@ from pipelines.errors import scrub
 from pipelines.server import auth, webforms
 from pipelines.server._catalog import Catalog
 from pipelines.server._submissions import Ingest
-from pipelines.server.openrosa import Limits, Throttle, guard, openrosa_response, routes
+from pipelines.server.openrosa import (
+    Limits,
+    Throttle,
+    guard,
+    log_path,
+    openrosa_response,
+    routes,
+)
 from pipelines.server.people import Person, Role, load_roles
 from pipelines.store import Store, open_store
 
 log = logging.getLogger("manyi.serve")
 _PART_MAX_AGE_S = 3600  # a .part- file older than this is from a killed writer
+_MAX_CONNECTIONS = 500  # uvicorn's limit_concurrency: past it, new requests get 503
+_KEEP_ALIVE_S = 15  # an idle kept-alive connection is closed after this
 
 
 @dataclass
@@ -49,6 +69,10 @@ class _State:
     store: Store | None = None  # the event loop's reads (tokens); WAL lets them run beside writes
     blob_store: Store | None = None  # photos are written through it from worker threads
     ingest: Ingest | None = None
+    parses: asyncio.Semaphore = field(init=False)  # submission bodies parsed at once
+
+    def __post_init__(self) -> None:
+        self.parses = asyncio.Semaphore(self.limits.max_parses)
 
     def base_url(self, request: Request) -> str:
         if self.settings.public_url:
@@ -82,7 +106,7 @@ def create_app(settings: Settings, limits: Limits | None = None) -> Starlette:
 
     async def crashed(request: Request, exc: Exception):
         log.error("unexpected error on %s %s: %s", request.method,
-                  scrub(request.url.path), scrub(f"{type(exc).__name__}: {exc}"))  # fmt: skip
+                  log_path(request.url.path), scrub(f"{type(exc).__name__}: {exc}"))  # fmt: skip
         return openrosa_response(
             500, "服务器内部错误，请稍后重发（server error）", state.limits, error=True
         )
@@ -95,7 +119,11 @@ def create_app(settings: Settings, limits: Limits | None = None) -> Starlette:
         ],
         lifespan=lifespan,
         # gzip: the Web Forms engine is 4.6 MB, 1.3 MB compressed, on a phone's first visit
-        middleware=[Middleware(_AccessLog), Middleware(GZipMiddleware, minimum_size=1024)],
+        middleware=[
+            Middleware(_AccessLog),
+            Middleware(_NoSniff),
+            Middleware(GZipMiddleware, minimum_size=1024),
+        ],
         exception_handlers={404: not_found, 500: crashed},
     )
     app.state.manyi = state
@@ -110,24 +138,28 @@ def _browser_routes(state) -> list[Route | Mount]:
         base = f"{st.base_url(request)}/key/{request.path_params['token']}"
         built = st.catalog.forms()
         mine = [built[f] for f in person.forms(st.roles) if f in built]
+        static = f"{st.base_url(request)}/static"
         page = webforms.render_form_list(
             person.name, mine, {f.form_id: f"{base}/fill/{f.form_id}" for f in mine},
-            submission_url=f"{base}/submission", static_url=f"{st.base_url(request)}/static",
+            submission_url=f"{base}/submission", static_url=static,
         )  # fmt: skip
-        return HTMLResponse(page, headers=_PAGE_HEADERS)
+        return HTMLResponse(page, headers=_page_headers(static))
 
     async def fill(request: Request, st: _State, person: Person) -> HTMLResponse:
         fid = request.path_params["form_id"]
         form = st.catalog.forms().get(fid) if fid in person.forms(st.roles) else None
         if form is None:
-            return HTMLResponse("<p>没有这个表单（not found）</p>", 404, headers=_PAGE_HEADERS)
+            return HTMLResponse(
+                "<p>没有这个表单（not found）</p>", 404,
+                headers={**_PAGE_HEADERS, "Content-Security-Policy": _NOTHING_CSP},
+            )  # fmt: skip
         base = f"{st.base_url(request)}/key/{request.path_params['token']}"
+        static = f"{st.base_url(request)}/static"
         page = webforms.render_fill_page(
             form.title, f"{base}/forms/{fid}.xml", f"{base}/forms/{fid}/attachments/",
-            f"{base}/submission", f"{st.base_url(request)}/static", back_url=base,
-            username=person.login,
+            f"{base}/submission", static, back_url=base, username=person.login,
         )  # fmt: skip
-        return HTMLResponse(page, headers=_PAGE_HEADERS)
+        return HTMLResponse(page, headers=_page_headers(static))
 
     return [
         Route("/key/{token}", guard(state, form_list), methods=["GET"]),
@@ -137,8 +169,42 @@ def _browser_routes(state) -> list[Route | Mount]:
     ]
 
 
-# The pages hold the link's token in their URLs: never cache them, never send them on.
-_PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+# The pages hold the link's token in their URLs: never cache them, never send them on, never
+# frame them (a <meta> CSP cannot say frame-ancestors).
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+_NOTHING_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+def _page_headers(static_url: str) -> dict[str, str]:
+    """The page's own CSP (the one its <meta> holds) as a header, plus frame-ancestors."""
+    csp = webforms._scripts(static_url.rstrip("/"))["csp"]
+    return {**_PAGE_HEADERS, "Content-Security-Policy": f"{csp}; frame-ancestors 'none'"}
+
+
+class _NoSniff:
+    """``X-Content-Type-Options: nosniff`` on every answer (a photo or roster is never run
+    as a script or page)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if "x-content-type-options" not in headers:
+                    headers["X-Content-Type-Options"] = "nosniff"
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 class _AccessLog:
@@ -165,7 +231,7 @@ class _AccessLog:
         finally:
             client = scope.get("client") or ("?", 0)
             log.info(
-                "%s %s %s %d %.0fms", client[0], scope["method"], scrub(scope["path"]),
+                "%s %s %s %d %.0fms", client[0], scope["method"], log_path(scope["path"]),
                 status[0], (time.perf_counter() - start) * 1000,
             )  # fmt: skip
 
@@ -185,8 +251,11 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
 
     trusted = [p.strip() for p in (settings.trusted_proxies or "").split(",") if p.strip()]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    limits = Limits()
+    if raw := os.environ.get("MANYI_SERVE_BODY_TIMEOUT_S"):
+        limits = Limits(body_timeout_s=float(raw))
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, limits),
         host=host,
         port=port,
         access_log=False,
@@ -194,4 +263,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
         forwarded_allow_ips=trusted or None,
         log_level="info",
         timeout_graceful_shutdown=10,
+        # no header timeout in uvicorn: the proxy in front must have one (README)
+        limit_concurrency=_MAX_CONNECTIONS,
+        timeout_keep_alive=_KEEP_ALIVE_S,
     )

@@ -8,12 +8,23 @@ answers in the recorded exchanges (``tests/data/central/25_*`` … ``33_*``, ``9
 * ``POST submission``: multipart, ``xml_submission_file`` and one part per photo; 201 once it
   is on the disk (:mod:`._submissions`). Collect reads 200 as a login failure and 204 as an
   error, so success is always 201.
-* Every answer carries ``X-OpenRosa-Version: 1.0``. A token that is unknown, rotated or
-  disabled gets 403; ten bad tokens in a minute from one address get 429 for a while.
+* Every answer carries ``X-OpenRosa-Version: 1.0``; the form list, forms, manifests and
+  rosters ``Cache-Control: no-store`` (they hold people's names). A valid link is always served; a token that is
+  unknown, rotated or disabled gets 403, and after ten of those in a minute from one address
+  further bad tokens from it get 429 for a while (a carrier's NAT puts a whole village behind
+  one address: one stale phone must not lock out the others).
+* A submission body must arrive within ``Limits.body_timeout_s`` (else 408, nothing stored);
+  at most ``Limits.max_parses`` bodies are parsed at once (the rest wait), and each photo part
+  spools to a temporary file past 64 KB, so memory stays small whatever phones send. The
+  XML is parsed in a worker thread, not on the event loop.
+* Photo part names are bare file names, as Collect sends them: a name with ``/``, ``\\``, a
+  control character or a leading ``.`` is refused (400).
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,11 +39,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pipelines.errors import ManyiError, scrub
+from pipelines.records import printable
 from pipelines.server._catalog import BuiltForm
 from pipelines.server._submissions import (
+    CONFLICT,
     Job,
     Refused,
     Sender,
+    conflicts,
     form_id_of,
     parse,
     save_photos,
@@ -41,7 +55,10 @@ from pipelines.server.people import Person, person_for_token
 
 ACCEPT_BYTES = 100_000_000  # declared in X-OpenRosa-Accept-Content-Length, as Central does
 MAX_PARTS = 200  # files in one POST (Collect splits by size, a form has a few dozen photos)
-MAX_XML_BYTES = 10 * 2**20  # the xml_submission_file part
+MAX_XML_BYTES = 2 * 2**20  # the xml_submission_file part (Collect's are a few KB)
+BODY_TIMEOUT_S = 300.0  # a submission body must be in by then (100 MB at ~2.7 Mbit/s)
+MAX_PARSES = 16  # submission bodies parsed at once; more wait their turn
+SPOOL_BYTES = 64 * 1024  # a photo part past this goes to a temporary file, not RAM
 _XML = "text/xml; charset=utf-8"
 _BAD_TOKEN_LIMIT, _BAD_TOKEN_WINDOW_S = 10, 60.0
 
@@ -50,6 +67,8 @@ _BAD_TOKEN_LIMIT, _BAD_TOKEN_WINDOW_S = 10, 60.0
 class Limits:
     accept_bytes: int = ACCEPT_BYTES  # declared to phones (X-OpenRosa-Accept-Content-Length)
     max_parts: int = MAX_PARTS
+    body_timeout_s: float = BODY_TIMEOUT_S  # the whole multipart body, once its turn comes
+    max_parses: int = MAX_PARSES
 
     @property
     def body_bytes(self) -> int:
@@ -59,8 +78,9 @@ class Limits:
 
 
 class Throttle:
-    """Bad tokens per client address in the last minute; past the limit, every request from
-    that address waits (429) until the oldest bad try leaves the window."""
+    """Bad tokens per client address in the last minute; past the limit, further bad tokens
+    from that address wait (429) until the oldest bad try leaves the window. Valid links are
+    never throttled (:func:`guard` looks the token up first)."""
 
     def __init__(self, limit: int = _BAD_TOKEN_LIMIT, window: float = _BAD_TOKEN_WINDOW_S):
         self.limit, self.window = limit, window
@@ -88,12 +108,33 @@ class _TooLarge(Exception):
     pass
 
 
+class _SpoolingParser(MultiPartParser):
+    """Starlette's parser with photo parts spooled to disk past 64 KB (its default keeps up to
+    1 MB of each part in memory: 24 uploads of 99 parts took 1.6 GB)."""
+
+    spool_max_size = SPOOL_BYTES
+
+
+_LOG_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def log_path(path: str) -> str:
+    """A request path for a log line: the token scrubbed (``/key/***``, any case) and control
+    characters escaped (``\\x0a``), so a path cannot forge a line or hide one behind a NUL."""
+    return _LOG_UNSAFE.sub(lambda m: ascii(m[0])[1:-1], scrub(path))
+
+
+# A photo part's name: a bare file name (Collect sends ``1764374400001.jpg``).
+_BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f-\x9f\u2028\u2029]|^\.")
+
+
 def _headers(limits: Limits) -> dict[str, str]:
     return {
         "X-OpenRosa-Version": "1.0",
         "X-OpenRosa-Accept-Content-Length": str(limits.accept_bytes),
         "Content-Language": "zh-CN",
-        "Cache-Control": "private, no-cache",
+        "Cache-Control": "no-store",  # form lists, manifests and rosters hold people's names
+        "X-Content-Type-Options": "nosniff",
     }
 
 
@@ -107,20 +148,21 @@ def openrosa_response(status: int, message: str, limits: Limits, error: bool = F
 
 
 def guard(state: Callable[[], object], handler: Callable[[Request, object, Person], Awaitable[Response]]):  # fmt: skip
-    """An endpoint that runs ``handler(request, state, person)`` for a valid link only: a bad
-    token is 403 (and counted), a throttled address 429, a bug one scrubbed log line and 500."""
+    """An endpoint that runs ``handler(request, state, person)`` for a valid link, whatever
+    else came from its address: a bad token is 403 (and counted), or 429 once its address has
+    sent too many; a bug is one scrubbed log line and 500."""
 
     async def endpoint(request: Request) -> Response:
         st = state()
-        address = request.client.host if request.client else "?"
-        wait = st.throttle.retry_after(address)
-        if wait:
-            return openrosa_response(
-                429, f"错误次数过多，请 {wait} 秒后再试（too many bad links）", st.limits,
-                error=True, **{"Retry-After": str(wait)},
-            )  # fmt: skip
         person = person_for_token(st.store, request.path_params["token"])
         if person is None:
+            address = request.client.host if request.client else "?"
+            wait = st.throttle.retry_after(address)
+            if wait:
+                return openrosa_response(
+                    429, f"错误次数过多，请 {wait} 秒后再试（too many bad links）", st.limits,
+                    error=True, **{"Retry-After": str(wait)},
+                )  # fmt: skip
             st.throttle.bad(address)
             return openrosa_response(
                 403,
@@ -133,7 +175,7 @@ def guard(state: Callable[[], object], handler: Callable[[Request, object, Perso
             return await handler(request, st, person)
         except Exception as e:  # a bug: one scrubbed line in the log, never the token
             st.log.error(
-                "unexpected error on %s %s: %s", request.method, scrub(request.url.path),
+                "unexpected error on %s %s: %s", request.method, log_path(request.url.path),
                 scrub(f"{type(e).__name__}: {e}"),
             )  # fmt: skip
             return openrosa_response(
@@ -159,7 +201,7 @@ def routes(state: Callable[[], object]) -> list[Route]:
             guarded(_media),
             methods=["GET"],
         ),
-        Route("/key/{token}/submission", guarded(_submission), methods=["HEAD", "POST"]),
+        Route("/key/{token}/submission", guarded(_submission_answer), methods=["HEAD", "POST"]),
     ]
 
 
@@ -247,6 +289,15 @@ async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
+async def _submission_answer(request: Request, st, person: Person) -> Response:
+    """:func:`_submission`, its answer marked ``private, no-cache``: it holds only a status
+    message, and with ``no-store`` Chromium's DevTools protocol never reports the POST as
+    finished (the browser tests watch the page's sends through it)."""
+    response = await _submission(request, st, person)
+    response.headers["Cache-Control"] = "private, no-cache"
+    return response
+
+
 async def _submission(request: Request, st, person: Person) -> Response:
     limits = st.limits
     if request.method == "HEAD":
@@ -268,19 +319,26 @@ async def _submission(request: Request, st, person: Person) -> Response:
         return _refused(
             Refused(400, "提交须为 multipart/form-data（POST must be multipart）"), limits
         )
-    parser = MultiPartParser(
+    parser = _SpoolingParser(
         request.headers,
         _limited(request, limits.body_bytes),
         max_files=limits.max_parts,
         max_fields=20,
         max_part_size=64 * 1024,
     )
-    try:
-        form = await parser.parse()
-    except _TooLarge:
-        return too_large
-    except MultiPartException as e:
-        return _refused(Refused(400, f"提交格式有误（bad multipart: {e.message}）"), limits)
+    async with st.parses:  # bounded: each parse holds its parts' buffers and temporary files
+        try:
+            async with asyncio.timeout(limits.body_timeout_s):  # a stalled body holds no slot
+                form = await parser.parse()
+        except TimeoutError:  # the parser has closed its temporary files
+            return openrosa_response(
+                408, "提交超时，请在网络较好时重发（the submission body did not arrive in time）",
+                limits, error=True,
+            )  # fmt: skip
+        except _TooLarge:
+            return too_large
+        except MultiPartException as e:
+            return _refused(Refused(400, f"提交格式有误（bad multipart: {e.message}）"), limits)
     try:
         return await _store(request, st, person, form)
     except Refused as e:
@@ -303,18 +361,24 @@ async def _store(request: Request, st, person: Person, form) -> Response:
         raise Refused(400, "缺少 xml_submission_file 部分（no xml_submission_file part）")
     if len(xml) > MAX_XML_BYTES:
         raise Refused(413, f"表单 XML 超过 {MAX_XML_BYTES // 2**20} MiB（XML part too large）")
-    form_id = form_id_of(xml)
+    form_id = await run_in_threadpool(form_id_of, xml)  # a 2 MiB XML takes a while
     built = st.catalog.forms().get(form_id)
     if built is None:
         raise Refused(404, f"服务器上没有表单 {form_id[:80]}（unknown form; build it first）")
     if form_id not in person.forms(st.roles):
         raise Refused(403, f"表单 {form_id} 不在您的采集范围（not one of this person's forms）")
-    parsed = parse(xml, built)
+    parsed = await run_in_threadpool(parse, xml, built)
     photos: list[tuple[str, UploadFile]] = []
     for key, value in form.multi_items():
         if key == "xml_submission_file" or not isinstance(value, UploadFile):
             continue  # *isIncomplete* and other plain fields
         name = value.filename or key
+        if _BAD_NAME.search(name):
+            raise Refused(
+                400,
+                f"照片文件名 {printable(name, 80)} 不合规，已拒收"
+                "（a file name must be a bare name: no /, \\, control characters or leading .）",
+            )
         if name not in parsed.files:
             raise Refused(
                 400,
@@ -324,6 +388,8 @@ async def _store(request: Request, st, person: Person, form) -> Response:
     # Collect names its device in the URL; a browser (ODK Web Forms) only in the XML's deviceid
     device = request.query_params.get("deviceID") or parsed.data.get("deviceid")
     device = device if isinstance(device, str) else None
+    if photos and conflicts(st.store.db, parsed):  # a refused resend leaves no photo behind
+        raise Refused(409, CONFLICT)
     sender = Sender(person.login, person.name, device[:128] if device else None)
     try:
         blobs = await run_in_threadpool(save_photos, st.blob_store, photos)

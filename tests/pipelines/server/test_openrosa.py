@@ -338,14 +338,15 @@ def test_an_unknown_form_someone_elses_form_or_an_unnamed_photo_stores_nothing(
     _nothing_stored(served, iid)
 
 
-def test_a_photo_name_that_tries_to_escape_is_only_text(served, cadre) -> None:
+def test_a_photo_name_that_tries_to_escape_is_refused(served, cadre) -> None:
+    # Collect sends bare file names; a name with a path in it is refused (400), not stored
+    # as text (it was, before the security review of issue 11).
     iid, name = f"uuid:{uuid.uuid4()}", "../../../escape.jpg"
     answer = cadre.post(
         *multipart(sweep_xml(served.version, iid, photos=(name,)), {name: JPEG}, "t", False)
     )
-    assert answer.status == 201
-    ((stored, sha, rel, _),) = _rows(served, iid)["att"]
-    assert stored == name and rel == f"attachments/{sha[:2]}/{sha}"
+    assert answer.status == 400
+    _nothing_stored(served, iid)
     assert not (served.server.data_dir.parent / "escape.jpg").exists()
 
 
@@ -396,7 +397,7 @@ def test_part_count_is_bounded(served, cadre) -> None:
 
 
 # ---- throttling, links ------------------------------------------------------------------
-def test_bad_links_get_403_and_ten_in_a_minute_slow_that_address_down(
+def test_bad_links_get_403_and_ten_in_a_minute_slow_that_address_down_but_not_valid_links(
     served, built_forms, tmp_path
 ) -> None:
     # A server of its own: the throttle counts per address, and every test comes from 127.0.0.1.
@@ -419,7 +420,10 @@ def test_bad_links_get_403_and_ten_in_a_minute_slow_that_address_down(
                     status, headers = r.status_code, r.headers
             assert status == 403, (token[:5], method, path)
             assert headers["X-OpenRosa-Version"] == "1.0"
-        r = httpx.get(f"{server.url}/key/{tokens['cadre']}/formList")
+        # a valid link from the same address is served (a village behind one carrier NAT) …
+        assert httpx.get(f"{server.url}/key/{tokens['cadre']}/formList").status_code == 200
+        # … while a further bad link waits
+        r = httpx.get(f"{server.url}/key/{disabled}/formList")
         assert r.status_code == 429 and 0 < int(r.headers["Retry-After"]) <= 60
         assert r.headers["X-OpenRosa-Version"] == "1.0"
         with Store(tmp_path / "manyi.sqlite", tmp_path) as store:
