@@ -26,6 +26,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -56,8 +58,16 @@ _PRE_COOKIE = "manyi_pre"
 IDLE = timedelta(hours=8)
 LIFETIME = timedelta(days=7)
 LOGIN_LIMIT, ADDRESS_LIMIT, WINDOW = 5, 20, timedelta(minutes=15)
-MIN_PASSWORD, MAX_PASSWORD = 10, 1024
-EVENTS = ("login", "login_failed", "logout", "password_changed", "session_rejected")
+MIN_PASSWORD, MAX_PASSWORD = 12, 1024  # ASVS 2.1.1: at least 12
+EVENTS = (
+    "login",
+    "login_failed",
+    "logout",
+    "password_changed",
+    "session_rejected",
+    "person_disabled",
+    "link_rotated",
+)
 _TOUCH = timedelta(minutes=1)  # last_seen_at is written at most this often per session
 _FORM_BYTES = 16 * 1024  # a login or password form; anything bigger is not one
 _ID = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
@@ -94,15 +104,30 @@ class AuditEntry:
 
 
 # ---- passwords -------------------------------------------------------------------------
+_RUNS = ("0123456789" * 3, "abcdefghijklmnopqrstuvwxyz" * 2, "qwertyuiopasdfghjklzxcvbnm" * 2)
+
+
+def _is_run(password: str) -> bool:
+    """One keyboard or counting run, either way: the first guesses of any attacker."""
+    low = password.lower()
+    return any(low in run or low[::-1] in run for run in _RUNS)
+
+
 def check_password(login: str, password: str) -> None:
-    """A new password's rules, as one line: 10 to 1024 characters, not the login, no
-    control characters, encodable as UTF-8."""
+    """A new password's rules, as one line: 12 to 1024 characters, at least 5 different
+    characters and not one run (123456789012, abcdefghijkl), not the login, no control
+    characters, encodable as UTF-8."""
     if len(password) < MIN_PASSWORD:
         raise DataError(
             f"password for {login!r}: at least {MIN_PASSWORD} characters (密码至少 {MIN_PASSWORD} 位)"
         )
     if len(password) > MAX_PASSWORD:
         raise DataError(f"password for {login!r}: at most {MAX_PASSWORD} characters")
+    if len(set(password)) < 5 or _is_run(password):
+        raise DataError(
+            f"password for {login!r}: too easy to guess (a repeated character or a run like "
+            "123456789012); mix letters, digits and signs (密码过于简单)"
+        )
     if login.lower() in password.lower():
         raise DataError(f"password for {login!r}: must not contain the login (密码不能包含登录名)")
     if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in password):
@@ -215,6 +240,34 @@ def _retry_after(store: Store, login: str | None, address: str) -> int:
             oldest = datetime.fromisoformat(row[0].replace("Z", "+00:00"))
             wait = max(wait, int((oldest + WINDOW - now).total_seconds()) + 1)
     return wait
+
+
+class _OneAtATime:
+    """Password tries for one login, and from one address, are checked one after another:
+    each reads the failures the tries before it wrote, so a burst of concurrent guesses
+    cannot slip past the throttle (one server process; its locks live in memory)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, *keys: str):
+        keys = tuple(sorted({k for k in keys if k}))  # one order everywhere: no deadlock
+        for k in keys:
+            self._users[k] = self._users.get(k, 0) + 1
+            self._locks.setdefault(k, asyncio.Lock())
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for k in keys:
+                    await stack.enter_async_context(self._locks[k])
+                yield
+        finally:
+            for k in keys:
+                self._users[k] -= 1
+                if not self._users[k]:
+                    del self._users[k]
+                    self._locks.pop(k, None)
 
 
 # ---- sessions --------------------------------------------------------------------------
@@ -351,6 +404,7 @@ class _Portal:
     def __init__(self, state: Callable[[], object]):
         self.state = state
         self._key = secrets.token_bytes(32)
+        self._serial = _OneAtATime()
 
     # -- pages --
     def page(self, request: Request, template: str, status: int = 200, **context) -> HTMLResponse:  # fmt: skip
@@ -418,27 +472,28 @@ class _Portal:
         typed, password = form.get("login", "").strip().lower()[:64], form.get("password", "")
         login = typed if _LOGIN_TEXT.match(typed) else None  # else never a person's login
         address = _address(request)
-        wait = _retry_after(st.store, login or "", address)
-        if wait:
-            log.warning("login throttled for %s from %s", login or "?", address)
-            return self.login_form(
-                request, 429, f"尝试次数过多，请 {wait // 60 + 1} 分钟后再试（too many failed logins）",
-                login=typed, headers={"Retry-After": str(wait)}, nxt=form.get("next", ""),
-            )  # fmt: skip
-        row = st.store.db.execute(
-            "SELECT w.hash, p.disabled FROM people p LEFT JOIN passwords w ON w.login = p.login "
-            "WHERE p.login = ?",
-            (login,),
-        ).fetchone()
-        digest = row[0] if row and not row[1] else None
-        ok = await _verify_async(digest, password[:MAX_PASSWORD])
-        if not ok:
-            why = ("unknown login" if row is None else "person disabled" if row[1]
-                   else "no password set" if row[0] is None else "wrong password")  # fmt: skip
-            write_audit(st.store, "login_failed", login, address, why)
-            return self.login_form(
-                request, 401, _FAILED_MESSAGE, login=typed, nxt=form.get("next", "")
-            )
+        async with self._serial.hold(f"l:{login}" if login else "", f"a:{address}"):
+            wait = _retry_after(st.store, login or "", address)
+            if wait:
+                log.warning("login throttled for %s from %s", login or "?", address)
+                return self.login_form(
+                    request, 429, f"尝试次数过多，请 {wait // 60 + 1} 分钟后再试（too many failed logins）",
+                    login=typed, headers={"Retry-After": str(wait)}, nxt=form.get("next", ""),
+                )  # fmt: skip
+            row = st.store.db.execute(
+                "SELECT w.hash, p.disabled FROM people p LEFT JOIN passwords w ON w.login = p.login "
+                "WHERE p.login = ?",
+                (login,),
+            ).fetchone()
+            digest = row[0] if row and not row[1] else None
+            ok = await _verify_async(digest, password[:MAX_PASSWORD])
+            if not ok:
+                why = ("unknown login" if row is None else "person disabled" if row[1]
+                       else "no password set" if row[0] is None else "wrong password")  # fmt: skip
+                write_audit(st.store, "login_failed", login, address, why)
+                return self.login_form(
+                    request, 401, _FAILED_MESSAGE, login=typed, nxt=form.get("next", "")
+                )
         if _hasher.check_needs_rehash(digest):  # argon2 parameters raised since: same password
             new_digest = await anyio.to_thread.run_sync(_hasher.hash, password, limiter=_HASHING)
             with st.store.transaction() as db:
@@ -478,19 +533,20 @@ class _Portal:
         if not _csrf_ok(form, session):
             return self.account(request, session, 403, _CSRF_MESSAGE)
         login, address = session.person.login, _address(request)
-        wait = _retry_after(st.store, login, address)
-        if wait:
-            return self.account(
-                request, session, 429, f"尝试次数过多，请 {wait // 60 + 1} 分钟后再试（too many failed tries）"
-            )  # fmt: skip
-        digest = st.store.db.execute(
-            "SELECT hash FROM passwords WHERE login = ?", (login,)
-        ).fetchone()
-        if not await _verify_async(digest[0] if digest else None, form.get("current", "")[:MAX_PASSWORD]):  # fmt: skip
-            write_audit(st.store, "login_failed", login, address, "wrong current password")
-            return self.account(
-                request, session, 400, "当前密码不正确（current password is wrong）"
-            )
+        async with self._serial.hold(f"l:{login}", f"a:{address}"):
+            wait = _retry_after(st.store, login, address)
+            if wait:
+                return self.account(
+                    request, session, 429, f"尝试次数过多，请 {wait // 60 + 1} 分钟后再试（too many failed tries）"
+                )  # fmt: skip
+            digest = st.store.db.execute(
+                "SELECT hash FROM passwords WHERE login = ?", (login,)
+            ).fetchone()
+            if not await _verify_async(digest[0] if digest else None, form.get("current", "")[:MAX_PASSWORD]):  # fmt: skip
+                write_audit(st.store, "login_failed", login, address, "wrong current password")
+                return self.account(
+                    request, session, 400, "当前密码不正确（current password is wrong）"
+                )
         new = form.get("new", "")
         if new != form.get("confirm", ""):
             return self.account(request, session, 400, "两次输入的新密码不一致（passwords differ）")

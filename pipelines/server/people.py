@@ -198,6 +198,7 @@ def rotate_token(store: Store, login: str) -> Issued:
             "updated_at = ? WHERE login = ?",
             (digest, now, now, login),
         )
+        _audit(db, "link_rotated", login)
     return Issued(get_person(store, login) if person.disabled else person, token)
 
 
@@ -207,7 +208,17 @@ def disable_person(store: Store, login: str) -> Person:
         db.execute(
             "UPDATE people SET disabled = 1, updated_at = ? WHERE login = ?", (now_utc(), login)
         )
+        db.execute("DELETE FROM sessions WHERE login = ?", (login,))  # portal logins end now
+        _audit(db, "person_disabled", login)
     return get_person(store, login)
+
+
+def _audit(db, event: str, login: str) -> None:
+    """A change to a person, in the store's audit log beside the portal's logins."""
+    db.execute(
+        "INSERT INTO audit (at, login, address, event, detail) VALUES (?, ?, NULL, ?, '')",
+        (now_utc(), login, event),
+    )
 
 
 def person_for_token(store: Store, token: str) -> Person | None:
