@@ -14,6 +14,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from pipelines.demo._central_model import Form, Sub, _ts
+from pipelines.sources.exports.collect import local_name
 
 _XF = "{http://www.w3.org/2002/xforms}"
 _GEO_TYPES = ("Point", "LineString", "Polygon")
@@ -115,10 +116,6 @@ def _xml_title(xml: bytes) -> str:
     return root.findtext(".//{http://www.w3.org/1999/xhtml}title") or ""
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
 @lru_cache(maxsize=64)  # every feed page asks; the XML is the key
 def _fields(xml: bytes) -> list[dict[str, Any]]:
     """``GET …/fields?odata=true``: one entry per bound node, as Central derives it
@@ -133,12 +130,12 @@ def _fields(xml: bytes) -> list[dict[str, Any]]:
     repeats = {el.get("nodeset", "") for el in root.iter(f"{_XF}repeat")}
     multiple = {el.get("ref", "") for el in root.iter(f"{_XF}select")}
     binds = {el.get("nodeset", ""): el.get("type", "string") for el in root.iter(f"{_XF}bind")}
-    base = "/" + _local(instance.tag)
+    base = "/" + local_name(instance.tag)
     out: list[dict[str, Any]] = []
 
     def walk(el: ET.Element, path: str) -> None:
         for child in el:
-            name = _local(child.tag)
+            name = local_name(child.tag)
             full = f"{path}/{name}"
             if any(o["path"] == full[len(base) :] for o in out):
                 continue  # a repeat's template and its first row
@@ -320,7 +317,7 @@ def _render_xml(form: Form, sub: Sub) -> bytes:
 def _root_tag(xml: bytes) -> str:
     """The XForm's instance root (``data``), the root of its submissions."""
     try:
-        return _local(next(iter(next(ET.fromstring(xml).iter(f"{_XF}instance")))).tag)  # noqa: S314
+        return local_name(next(iter(next(ET.fromstring(xml).iter(f"{_XF}instance")))).tag)  # noqa: S314
     except (ET.ParseError, StopIteration):
         return "data"
 
@@ -335,7 +332,7 @@ def _sub_tree(form: Form, sub: Sub) -> ET.Element:
 def _find(el: ET.Element, parts: list[str]) -> list[ET.Element]:
     found = [el]
     for part in parts:
-        found = [c for e in found for c in e if _local(c.tag) == part]
+        found = [c for e in found for c in e if local_name(c.tag) == part]
     return found
 
 

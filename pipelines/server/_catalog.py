@@ -16,6 +16,7 @@ from defusedxml import ElementTree as SafeET
 
 from pipelines.errors import ConfigError
 from pipelines.publish.manifest import built_forms
+from pipelines.sources.exports.collect import local_name
 
 
 @dataclass(frozen=True)
@@ -86,16 +87,12 @@ def _load(build_dir: Path) -> dict[str, BuiltForm]:
     return out
 
 
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
 def _shape(xml: bytes) -> tuple[frozenset[str], frozenset[str]]:
     """Repeat names and the paths (below the root) of binary (photo) answers."""
     root = SafeET.fromstring(xml)
     repeats, binaries = set(), set()
     for el in root.iter():
-        tag = _local(el.tag)
+        tag = local_name(el.tag)
         if tag == "repeat":
             repeats.add(el.get("nodeset", "").rsplit("/", 1)[-1])
         elif tag == "bind" and el.get("type") == "binary":

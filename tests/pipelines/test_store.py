@@ -84,7 +84,8 @@ def test_wal_and_versioned_migrations(tmp_path: Path) -> None:
     assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 6
 
 
-def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
+def _version_1_store(tmp_path: Path) -> Path:
+    """A store as manyi's first schema left it."""
     path = tmp_path / "s.sqlite"
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
@@ -93,6 +94,11 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     db.execute("INSERT INTO schema_migrations VALUES (1, '2026-01-01T00:00:00.000Z')")
     db.commit()
     db.close()
+    return path
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
+    path = _version_1_store(tmp_path)
     with Store(path, tmp_path) as store:
         assert store.schema_version == len(MIGRATIONS)
         store.note_published(Published("kobo", "f", "aUID", "1", "md5", {"r.csv": "x"}, "v1"))
@@ -265,14 +271,7 @@ def test_a_missing_store_read_only_is_not_created(tmp_path: Path) -> None:
 
 
 def test_a_read_only_store_is_not_migrated(tmp_path: Path) -> None:
-    path = tmp_path / "s.sqlite"
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
-    for statement in MIGRATIONS[0]:
-        db.execute(statement)
-    db.execute("INSERT INTO schema_migrations VALUES (1, '2026-01-01T00:00:00.000Z')")
-    db.commit()
-    db.close()
+    path = _version_1_store(tmp_path)
     with Store(path, tmp_path, read_only=True) as store:
         assert store.schema_version == 1 and store.quarantine() == []
         with pytest.raises(DataError):  # a write is refused, in one line
