@@ -36,7 +36,7 @@ from geo.maps import MapsResult, draw_maps
 from pipelines.analysis import followups as fu
 from pipelines.analysis.checks import Checks, check_forms
 from pipelines.analysis.indicators import Progress, compute_progress
-from pipelines.reports._inputs import NO_DATA, load_inputs
+from pipelines.reports._inputs import NO_DATA, Inputs, load_inputs
 from pipelines.reports._map_frames import copy_photos, map_findings, map_progress
 from pipelines.reports.dispatch import write_dispatch
 from pipelines.reports.index import write_index
@@ -61,6 +61,8 @@ class Outputs:
     warnings: tuple[str, ...] = ()
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> seconds
     quarantined: int = 0  # records in the store's quarantine (listed in the data-quality sheets)
+    inputs: Inputs | None = None  # what was read: the portal cuts pages and maps to a scope
+    previous: Progress | None = None  # at the end of the previous month ("this month" columns)
 
     @property
     def empty(self) -> bool:
@@ -135,7 +137,7 @@ def refresh_outputs(settings, as_of: date, out_dir: Path | None = None) -> Outpu
         as_of=as_of, out_dir=out_dir, report_dir=report_dir, files=files, index=index, maps=maps,
         submissions=sum(data.counts.values()), progress=progress, checks=checks,
         followups=items, warnings=tuple(data.notes + data.warnings), seconds=clock.laps,
-        quarantined=len(data.quarantine),
+        quarantined=len(data.quarantine), inputs=data, previous=previous,
     )  # fmt: skip
 
 

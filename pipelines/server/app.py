@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipelines.config import Settings
 from pipelines.errors import scrub
-from pipelines.server import auth, webforms
+from pipelines.server import auth, manage, portal, webforms
 from pipelines.server._catalog import Catalog
 from pipelines.server._submissions import Ingest
 from pipelines.server.openrosa import (
@@ -50,6 +50,7 @@ from pipelines.server.openrosa import (
     routes,
 )
 from pipelines.server.people import Person, Role, load_roles
+from pipelines.server.refresher import Refresher
 from pipelines.store import Store, open_store
 
 log = logging.getLogger("manyi.serve")
@@ -69,6 +70,7 @@ class _State:
     store: Store | None = None  # the event loop's reads (tokens); WAL lets them run beside writes
     blob_store: Store | None = None  # photos are written through it from worker threads
     ingest: Ingest | None = None
+    refresher: Refresher | None = None  # the portal's outputs, refreshed in the background
     parses: asyncio.Semaphore = field(init=False)  # submission bodies parsed at once
 
     def __post_init__(self) -> None:
@@ -80,12 +82,14 @@ class _State:
         return str(request.base_url).rstrip("/")
 
 
-def create_app(settings: Settings, limits: Limits | None = None) -> Starlette:
-    """The app for ``settings``: OpenRosa under ``/key/{token}``; the store is opened when
-    the server starts and closed when it stops."""
+def create_app(settings: Settings, limits: Limits | None = None, refresher: Refresher | None = None) -> Starlette:  # fmt: skip
+    """The app for ``settings``: OpenRosa under ``/key/{token}``, the portal under
+    ``/portal/`` and ``/manage/``; the store is opened and the refresher started when the
+    server starts, and both stopped when it stops."""
     state = _State(
         settings, Catalog(settings.build_dir), load_roles(settings.roles), limits or Limits()
     )
+    state.refresher = refresher if refresher is not None else Refresher(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -93,9 +97,11 @@ def create_app(settings: Settings, limits: Limits | None = None) -> Starlette:
         state.blob_store = state.store
         _sweep_parts(state.store.attachments_dir)
         state.ingest = Ingest(lambda: open_store(settings))
+        state.refresher.start()
         try:
             yield
         finally:
+            state.refresher.stop()
             state.ingest.close()
             state.store.close()
 
@@ -116,6 +122,8 @@ def create_app(settings: Settings, limits: Limits | None = None) -> Starlette:
             *routes(lambda: state),
             *_browser_routes(lambda: state),
             *auth.routes(lambda: state),
+            *portal.routes(lambda: state),
+            *manage.routes(lambda: state),
         ],
         lifespan=lifespan,
         # gzip: the Web Forms engine is 4.6 MB, 1.3 MB compressed, on a phone's first visit
