@@ -71,6 +71,8 @@ def settings_env(
         "MANYI_DATA_DIR": str(data_dir),
         "MANYI_BUILD_DIR": str(build_dir),
         "MANYI_VILLAGES": str(REPO / "geo" / "villages.csv"),
+        # the portal's background refresh writes here, never into the repository's outputs/
+        "MANYI_OUTPUTS_DIR": str(Path(data_dir) / "outputs"),
         **(env or {}),
     }
 
