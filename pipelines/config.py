@@ -79,7 +79,7 @@ class Settings:
     basemap: str = "none"
     gps_accuracy_m: float = 50.0
     rosters_dir: Path | None = None  # real rosters; None means <data_dir>/rosters
-    central_page_size: int = 5000  # OData $top: each page costs Central ~0.2 s, so page big
+    central_page_size: int = 5000  # rows of the streamed feed stored per transaction
     kobo_page_size: int = 1000  # kpi caps `limit` at 1000
     http_give_up_s: float = 300.0  # stop retrying one request to a server after this long
     roles: Path = BUNDLED_ROLES  # the town's roles and the forms each gets by default

@@ -9,6 +9,8 @@ import base64
 import email.utils
 import json
 import re
+import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -20,10 +22,11 @@ if TYPE_CHECKING:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _node_json(body: Any) -> bytes:
+def _node_json(body: Any, compact: bool = False) -> bytes:
     """JSON as Node's ``JSON.stringify`` (real Central) writes it: a lone surrogate, which phones'
-    keyboards do produce, as the escape ``\\udXXX`` rather than an encoding error."""
-    text = json.dumps(body, ensure_ascii=False)
+    keyboards do produce, as the escape ``\\udXXX`` rather than an encoding error; ``compact``
+    without spaces, as Node writes the rows of a feed."""
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":") if compact else None)
     return _SURROGATE.sub(lambda m: f"\\u{ord(m[0]):04x}", text).encode("utf-8")
 
 
@@ -105,10 +108,14 @@ class _CentralHandler(BaseHTTPRequestHandler):
         chunked: bool = False,
     ) -> None:
         headers = dict(headers or {})
+        pieces: Iterator[bytes] | None = None
         if body is None:  # 204: no body, no Content-Type
             data, ctype = b"", None
         elif isinstance(body, bytes):
             data, ctype = body, headers.pop("Content-Type", "application/octet-stream")
+        elif isinstance(body, Iterator):  # a feed, sent as it is made (chunked)
+            data, pieces = b"", body
+            ctype = headers.pop("Content-Type", "application/json; charset=utf-8")
         else:
             data = _node_json(body)
             ctype = headers.pop("Content-Type", "application/json; charset=utf-8")
@@ -130,7 +137,11 @@ class _CentralHandler(BaseHTTPRequestHandler):
         elif chunked:
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")
+            for piece in pieces if pieces is not None else (data,):
+                if piece:  # an empty chunk would end the body
+                    self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                    self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
         else:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -152,6 +163,8 @@ class _CentralHandler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b""
 
     def _dispatch(self, method: str) -> None:
+        if self.central.costs.round_trip_s:
+            time.sleep(self.central.costs.round_trip_s)
         split = urlsplit(self.path)
         segs = [unquote(s) for s in split.path.split("/")[1:]]
         query = parse_qsl(split.query, keep_blank_values=True)

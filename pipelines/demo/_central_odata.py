@@ -9,7 +9,9 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -23,6 +25,8 @@ from pipelines.demo._central_formats import (
 from pipelines.demo._central_http import _ODATA, NOT_FOUND, _CentralHandler, _error, _node_json
 from pipelines.demo._central_model import Form, Sub, _ts
 from pipelines.demo._odata_filter import FilterError, compile_filter
+
+_CHUNK = 1 << 16  # a feed goes out in chunks of about this many bytes
 
 
 class _ODataRoutes(_CentralHandler):
@@ -72,6 +76,9 @@ class _ODataRoutes(_CentralHandler):
         return [_wkt(r) for r in rows] if q.get("$wkt") == "true" else rows
 
     def _feed(self, form: Form, table: str, q: dict[str, str], base: str) -> Any:
+        """A feed, streamed as Central streams it: ``{"value":[`` and each row as it is made,
+        then the ``@odata`` keys. The rows are the submissions as they were when the request
+        arrived, rendered as they are sent (at the pace of ``central.costs``)."""
         central = self.central
         expand = q.get("$expand") == "*"
         pred, with_deleted = (lambda values: True), False
@@ -84,11 +91,15 @@ class _ODataRoutes(_CentralHandler):
                 if not tok.startswith("01"):
                     raise ValueError(tok)
                 after = json.loads(base64.b64decode(tok[2:]))
+                if not isinstance(after, dict):
+                    raise ValueError(tok)
             except Exception:
                 return _error(400, 400.35, "Invalid $skiptoken")
         with central._lock:
+            # As Central's one SELECT sees them: an edit made while the feed streams is in
+            # the next feed, not this one (an edit replaces ``fields``' top-level values).
             subs = [
-                s
+                replace(s, fields=dict(s.fields))
                 for s in form.subs
                 if (with_deleted or s.deleted is None) and pred(_filter_values(s))
             ]
@@ -108,33 +119,73 @@ class _ODataRoutes(_CentralHandler):
         else:
             return None
         total = len(rows)
-        if after is not None:
+        if after is not None and table == "Submissions":
+            # Central joins on the row named (deleted or not): the rows after it in the feed's
+            # order; a row it no longer has (purged) leaves nothing after it.
+            cursor = form.by_id.get(str(after.get(key)))
+            mark = (cursor.created, cursor.order) if cursor else None
+            rows = [r for r in rows if mark and (r[1].created, r[1].order) < mark]
+        elif after is not None:
             ids = [r[0] for r in rows]
             if after.get(key) not in ids:
-                return _error(400, 400.35, "Invalid $skiptoken")
+                return _error(400, 400.34, "Record associated with the provided $skiptoken not found.")  # fmt: skip
             rows = rows[ids.index(after[key]) + 1 :]
         elif q.get("$skip", "").isdigit():
             rows = rows[int(q["$skip"]) :]
         top = int(q["$top"]) if q.get("$top", "").isdigit() else None
         page, more = (rows[:top], len(rows) > top) if top is not None else (rows, False)
-        if table == "Submissions":
-            value = [_entity(s, expand) for _, s in page]
-        else:
-            value = [row for _, row in page]
-        body: dict[str, Any] = {
-            "value": self._shape(value, q),
-            "@odata.context": f"{base}/$metadata#{table}",
-        }
+        tail: dict[str, Any] = {"@odata.context": f"{base}/$metadata#{table}"}
         if more:
             skip = "01" + base64.b64encode(json.dumps({key: page[-1][0]}).encode()).decode()
             keep = [(k, v) for k, v in q.items() if k not in ("$skiptoken", "$skip")]
             parts = [f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in keep]
             parts.append(f"%24skiptoken={quote(skip, safe='')}")
-            body["@odata.nextLink"] = f"{base}/{table}?" + "&".join(parts)
+            tail["@odata.nextLink"] = f"{base}/{table}?" + "&".join(parts)
         if q.get("$count") == "true":
-            body["@odata.count"] = total
-        data = _node_json(body)
-        return 200, data, {"Content-Type": "application/json; charset=utf-8"}, "chunked"
+            tail["@odata.count"] = total
+        costs = central.costs
+        if costs.page_s and table == "Submissions" and {"$top", "$skip", "$skiptoken"} & set(q):
+            time.sleep(costs.page_s)  # Central counts the rows of a paged request first
+
+        def value(item: Any) -> dict[str, Any]:
+            row = _entity(item, expand) if table == "Submissions" else item
+            return self._shape([row], q)[0]
+
+        body = _paced(_feed_parts((value(item) for _, item in page), tail), costs.rows_per_s)
+        return 200, body, {"Content-Type": "application/json; charset=utf-8"}, "chunked"
+
+
+def _feed_parts(rows: Iterator[dict[str, Any]], tail: dict[str, Any]) -> Iterator[bytes | None]:
+    """A feed's bytes as Node writes them (no spaces), each row its own piece; None after each
+    row, for the pace."""
+    yield b'{"value":['
+    sep = b""
+    for row in rows:
+        yield sep + _node_json(row, compact=True)
+        yield None
+        sep = b","
+    yield b"]," + _node_json(tail, compact=True)[1:]
+
+
+def _paced(parts: Iterator[bytes | None], rows_per_s: float) -> Iterator[bytes]:
+    """Join ``parts`` into chunks of about 64 KiB, each sent no sooner than its last row is
+    due at ``rows_per_s`` (0: at once)."""
+    started, rows, chunk = time.monotonic(), 0, bytearray()
+    for part in parts:
+        if part is not None:
+            chunk += part
+            continue
+        rows += 1
+        wait = started + rows / rows_per_s - time.monotonic() if rows_per_s else 0.0
+        if len(chunk) >= _CHUNK or wait > 0.005:
+            if wait > 0:
+                time.sleep(wait)
+            yield bytes(chunk)
+            chunk.clear()
+    wait = started + rows / rows_per_s - time.monotonic() if rows_per_s else 0.0
+    if wait > 0:
+        time.sleep(wait)
+    yield bytes(chunk)
 
 
 # ---- rendering rows ----------------------------------------------------------------------
@@ -268,8 +319,8 @@ def _ordered(subs: list[Sub], orderby: str) -> list[Sub]:
     """Newest first (as they arrived) unless ``$orderby`` says otherwise
     (``__system/submissionDate desc``, ``__system/updatedAt asc``, ``__id``)."""
     field_name, _, direction = orderby.strip().partition(" ")
-    if not field_name:
-        return subs[::-1]
+    if not field_name:  # Central: ORDER BY "createdAt" DESC, id DESC
+        return sorted(subs, key=lambda s: (s.created, s.order), reverse=True)
     keys: dict[str, Callable[[Sub], Any]] = {
         "__system/updatedAt": lambda s: (s.updated or s.created, s.order),
         "__id": lambda s: s.instance_id,

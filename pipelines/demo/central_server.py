@@ -21,13 +21,18 @@ compares status, error code, the keys of the JSON bodies and the element names o
   ``GET …/attachments`` and ``…/attachments/<name>`` with the md5 as ETag and 304 for a
   matching ``If-None-Match``.
 * OData ``…/forms/<id>.svc``: the service document, ``$metadata`` (EDMX derived from the
-  XForm), ``Submissions`` newest first with ``$top`` paging (an absolute
-  ``@odata.nextLink`` carrying ``%24skiptoken=01<base64 {"instanceId"}>``), ``$skip``,
-  ``$count``, ``$select``, ``$orderby``, ``$wkt``, ``$expand=*`` (repeat rows with
-  ``__id``, no parent key), ``$filter`` (see :mod:`pipelines.demo._odata_filter`); single
-  entities ``Submissions('<id>')`` and their repeats; ``Submissions.<repeat>`` tables with
+  XForm), ``Submissions`` newest first (submission time, then arrival) and unpaged without
+  ``$top``, streamed as Central streams it (chunked, each row as it is made); ``$top``
+  paging with an absolute ``@odata.nextLink`` carrying
+  ``%24skiptoken=01<base64 {"instanceId"}>`` (a row since deleted still works; one Central
+  no longer has leaves an empty page, as its join on the row does), ``$skip``, ``$count``,
+  ``$select``, ``$orderby``, ``$wkt``, ``$expand=*`` (repeat rows with ``__id``, no parent
+  key), ``$filter`` (see :mod:`pipelines.demo._odata_filter`); single entities
+  ``Submissions('<id>')`` and their repeats; ``Submissions.<repeat>`` tables with
   ``__Submissions-id``; geo as GeoJSON. Repeat ``__id`` values are Central's own hash.
   Deleted submissions are left out unless the filter mentions ``__system/deletedAt``.
+* ``costs`` (:class:`Costs`, off unless a benchmark sets it) makes it answer at a real
+  Central's speed: a round trip per request, a count per paged feed, a pace for the rows.
 * A repeat inside a group stays inside it (navigation link, and rows with ``$expand=*``).
 * ``Date`` on every response shows the stand-in's clock (:meth:`CentralStandIn.now`), which
   moves only as submissions, edits and reviews happen (or a test calls ``tick``).
@@ -50,13 +55,13 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 from pipelines.demo._central_http import NO_AUTH, _error
-from pipelines.demo._central_model import ADMIN_ID, EPOCH, AppUser, Form, Sub, _token, _ts
+from pipelines.demo._central_model import ADMIN_ID, EPOCH, AppUser, Costs, Form, Sub, _token, _ts
 from pipelines.demo._central_odata import _ODataRoutes
 from pipelines.demo._central_openrosa import _OpenRosaRoutes
 from pipelines.demo._central_rest import _actor, _form_out, _project_json, _RestRoutes
 from pipelines.demo.loopback import LoopbackServer
 
-__all__ = ["CentralStandIn"]
+__all__ = ["CentralStandIn", "Costs"]
 
 
 class _Handler(_OpenRosaRoutes, _RestRoutes, _ODataRoutes):
@@ -154,6 +159,7 @@ class CentralStandIn(LoopbackServer):
         self.tokens: set[str] = set()
         self.app_users: dict[str, AppUser] = {}  # by token
         self.forms: dict[str, Form] = {}
+        self.costs = Costs()  # what answering costs a real Central; nothing, unless set
         self._clock = EPOCH
         self._lock = threading.RLock()
         # each server answers through its own subclass of the handler, bound to it

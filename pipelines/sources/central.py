@@ -6,16 +6,22 @@
   (:func:`pipelines._http.request`) on :class:`CentralClient`'s session, which publishing
   (:mod:`pipelines.publish.central`) uses too: pyodk's own requests log a server's whole
   error body, which may echo our token, and its endpoint classes are private.
-* Pull: ``Submissions?$top=N&$expand=*`` following ``@odata.nextLink`` (pyodk's get_table does
-  not follow it). Incremental on ``__system/submissionDate``/``__system/updatedAt`` so edits and
-  reviews are caught; deletions come from a second query on ``__system/deletedAt`` (Central
-  leaves deleted submissions out of the feed unless the filter names ``deletedAt``).
-* The feed is newest first, so what changes while a pull reads it lands behind the reader:
-  the next pull starts no later than the server's clock (its ``Date`` header) when this one
-  began, less a margin, and the store's upserts make rows read twice harmless.
-* The cursor holds the resume link, so a killed pull continues where its last page committed,
-  then goes round once more for what changed meanwhile. The next page is fetched on a thread
-  while the current one is stored.
+* Pull, at the server's own speed: after the login, the form's versions, its file fields and
+  the deletions feed (``__system/deletedAt``: Central leaves deleted submissions out of the
+  feed unless the filter names it) are asked for together; then the submissions come in one
+  streamed ``Submissions?$expand=*`` GET, unpaged, read as they arrive
+  (:class:`~pipelines.sources._central_records.Feed`) and stored every ``page_size`` rows.
+  A ``$top`` page costs Central a count of the rows (``countByFormId`` in central-backend),
+  about 0.2 s each; one stream pays none and holds one page in memory.
+* Incremental on ``__system/submissionDate``/``__system/updatedAt``, so edits and reviews are
+  caught. The feed is newest first, so what changes while a pull reads it lands behind the
+  reader: the next pull starts no later than the server's clock (its ``Date`` header) when
+  this one began, less a margin, and the store's upserts make rows read twice harmless.
+* Resume: the cursor stored with each page holds the last row's ``submissionDate``; a feed
+  that breaks off, or a pull that is killed, continues from there with the same filter and
+  ``submissionDate lt`` it. (A ``$skiptoken`` whose row has since been purged answers an
+  empty page, indistinguishable from the end: Central joins on the row.) A resumed pull then
+  goes round once more for what changed meanwhile.
 * Quarantined submissions are asked for again by ``__id`` at the start of each pull.
 * Rows become records in :mod:`pipelines.sources._central_records` (GeoJSON back to
   ``lat lon alt acc``).
@@ -26,11 +32,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin
@@ -45,20 +53,29 @@ from pipelines._http import (
     json_body,
     request,
     response_error,
+    scrub,
     server_time,
 )
 from pipelines.config import check_server_url
 from pipelines.errors import ConfigError, SourceError
-from pipelines.records import AttachmentRef, Quarantined, Record, now_utc, utc_text
-from pipelines.sources._central_records import NAME, URL_SAFE, Files, to_record
+from pipelines.records import AttachmentRef, Quarantined, Record, now_utc
+from pipelines.sources._central_records import (
+    NAME,
+    URL_SAFE,
+    FeedBroken,
+    Files,
+    Marks,
+    next_ms,
+    read_feed,
+    to_record,
+)
 from pipelines.sources.base import KnownRecords, Page
 
-# The next pull asks again from this long before the server's clock at the start of the last
-# one: a submission whose timestamp was taken before that moment but committed after it (a
-# slow upload's transaction), and the Date header's whole seconds, are caught on the next
-# pull. Rows fetched twice cost nothing: the store upserts.
-CLOCK_MARGIN = timedelta(seconds=60)
+log = logging.getLogger("manyi.central")
+
 RETRY_BATCH = 20  # quarantined ids per `__id eq … or …` query, to keep the URL short
+RESUME_TRIES = 5  # breaks in a row, with no row between them, before a feed is given up
+_TOGETHER = 3  # requests sent at once: versions, fields and the deletions feed
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,7 @@ class CentralClient:
         self.session = session
         self.secrets: tuple[str, ...] = (self.cfg.password,)
         self._logged_in = False
+        self._login_lock = threading.Lock()  # requests sent together log in once
 
     def __enter__(self) -> CentralClient:
         return self
@@ -144,9 +162,13 @@ class CentralClient:
     def close(self) -> None:
         self.session.close()
 
+    def login(self) -> None:
+        """``POST /v1/sessions`` through our retry loop, once; the token goes in the
+        session's headers, and into the secrets every message is scrubbed of."""
+        with self._login_lock:
+            self._login()
+
     def _login(self) -> None:
-        """``POST /v1/sessions`` through our retry loop; the token goes in the session's
-        headers, and into the secrets every message is scrubbed of."""
         if self._logged_in:
             return
         resp = request(
@@ -182,7 +204,7 @@ class CentralClient:
         self, method: str, path: str, ok: tuple[int, ...] = (), idempotent: bool = True, **kw: Any
     ) -> requests.Response:
         """``method`` on ``path`` with retries; ``ok`` lists error statuses the caller reads."""
-        self._login()
+        self.login()
         return request(
             self.session.request,
             method,
@@ -213,7 +235,7 @@ class CentralSource:
     Use as a context manager."""
 
     name = NAME
-    fetch_workers = 4  # attachment downloads in flight beside the page feed
+    fetch_workers = 4  # attachment downloads in flight beside the feed
 
     def __init__(
         self,
@@ -221,14 +243,17 @@ class CentralSource:
         policy: RetryPolicy | None = None,
         page_size: int | None = None,
     ):
-        # one connection per attachment worker, plus the page prefetch and the main thread
-        self.api = CentralClient(settings, policy, connections=self.fetch_workers + 2)
+        # one connection per attachment worker and per request sent together, and the feed
+        self.api = CentralClient(settings, policy, connections=self.fetch_workers + _TOGETHER + 1)
         self.page_size = page_size or settings.central_page_size
+        self._pool = ThreadPoolExecutor(_TOGETHER, "manyi-central")
+        self._asked: dict[str, tuple[Future[set[str]], Future[list[tuple[str, ...]]]]] = {}
 
     def __enter__(self) -> CentralSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
         self.api.close()
 
     def form_ids(self) -> list[str]:
@@ -256,155 +281,193 @@ class CentralSource:
             if isinstance(f, dict) and f.get("binary") and isinstance(f.get("path"), str)
         ]
 
+    def _ask(self, form_id: str) -> None:
+        """Send the requests for what a form's rows are read with, beside whatever else is
+        being asked; once per form and pull (quarantined rows and the feed share them)."""
+        if form_id not in self._asked:
+            self.api.login()
+            self._asked[form_id] = (
+                self._pool.submit(self.known_versions, form_id),
+                self._pool.submit(self.binary_paths, form_id),
+            )
+
+    def _meta(self, form_id: str) -> _Meta:
+        """The answers to :meth:`_ask`; the first that failed raises its own error (it names
+        the URL and the status), whatever the others did."""
+        self._ask(form_id)
+        versions, paths = self._asked[form_id]
+        return _Meta(versions.result(), Files(paths.result(), self._submissions_path(form_id)))
+
     def pages(
         self, form_id: str, cursor: dict[str, Any] | None, known: KnownRecords | None = None
     ) -> Iterator[Page]:
-        """Two phases, each newest first: submissions new or changed since ``hwm``, then
-        those deleted since ``deleted_hwm``. A phase's marks move only when it ends, to the
-        earlier of the latest time seen and the server's clock when the phase began (less
-        :data:`CLOCK_MARGIN`): the feed is read from the newest end, so a submission that
-        arrives, or an already-read row that is edited, while a pull runs is behind it."""
-        state = dict(cursor or {})
-        versions = self.known_versions(form_id)
-        files = Files(self.binary_paths(form_id), self._submissions_path(form_id))
-        hwm, deleted_hwm = state.get("hwm"), state.get("deleted_hwm")
-        pending = state.get("pending") or hwm
-        deleted_pending = state.get("deleted_pending") or deleted_hwm
-        started = state.get("started")  # the server's clock when this phase began
-        phase, url = state.get("phase", "data"), state.get("next")
-        # A pull that takes over a phase an earlier (killed) run began goes round once more:
-        # what changed since that run started is behind the resumed reader, and a pull run
-        # again must end with everything the server had when it started.
-        again = phase == "deleted" or url is not None or started is not None
-        # The next page is fetched on a thread while this one is turned into records and
-        # stored: the server works on page k+1 while we work on page k.
-        ahead = ThreadPoolExecutor(1, "manyi-page")
-        prefetched: tuple[str, Future[_Fetched | None]] | None = None
+        """Deletions since ``deleted_hwm``, then submissions new or changed since ``hwm``,
+        each phase one streamed GET read as it arrives (newest first) and stored every
+        ``page_size`` rows. A phase's marks move only when it ends, to the earlier of the
+        latest time seen and the server's clock when the phase began (less a margin,
+        :data:`~pipelines.sources._central_records.CLOCK_MARGIN`): the feed is read from the newest end, so a submission that
+        arrives, or an already-read row that is edited, while a pull runs is behind it.
+
+        The deletions feed is asked for together with the form's versions and fields: it is
+        usually empty, and a round trip is all it costs then."""
+        marks, again = Marks.load(cursor)
+        self._ask(form_id)
+        opened: Future[requests.Response] | None = None
+        if marks.phase == "deleted":
+            opened = self._pool.submit(self._open, self._feed_url(form_id, marks))
+        page = Page()
         try:
-            while phase in ("data", "deleted"):
-                resuming = url is not None
-                if url is None:
-                    url = self._first_url(form_id, phase, hwm, deleted_hwm)
-                if prefetched and prefetched[0] == url:
-                    fetched = prefetched[1].result()
-                else:
-                    fetched = self._page(url, resuming)
-                prefetched = None
-                if fetched is None:  # the resume link went stale: start the phase again
-                    url = None
-                    continue
-                # Kept from the first page through resumes and restarts: earlier is safer.
-                # A server without a Date header (HTTP requires one) gets our own clock.
-                started = started or fetched.server_time or now_utc()
-                rows = fetched.body["value"]
-                if not isinstance(rows, list):
-                    raise SourceError(f"ODK Central sent a page without 'value' for {url}")
-                url = fetched.body.get("@odata.nextLink")
-                if url is not None:
-                    prefetched = (url, ahead.submit(self._page, url, True))
-                page = Page(rows=len(rows))
-                for row in rows:
-                    # read before _to_record, which strips __system from the row
-                    system = row.get("__system") if type(row) is dict else None
-                    item = to_record(form_id, row, versions, files, deleted=(phase == "deleted"))
-                    if isinstance(item, Quarantined):
-                        page.quarantined.append(item)
-                        continue
-                    page.records.append(item)
-                    if phase == "data":
-                        pending = _latest(pending, item.submitted_at, item.updated_at)
-                    elif type(system) is dict:
-                        stamp = utc_text(system.get("deletedAt"))
-                        deleted_pending = _latest(deleted_pending, stamp)
-                if url is None and phase == "data":
-                    phase, hwm, pending = "deleted", _next_mark(started, pending), None
-                    started = None
-                elif url is None:
-                    phase, deleted_hwm = "done", _next_mark(started, deleted_pending)
-                    deleted_pending, started = None, None
-                    if again:
-                        phase, again = "data", False
-                page.cursor = {
-                    "hwm": hwm,
-                    "pending": pending,
-                    "deleted_hwm": deleted_hwm,
-                    "deleted_pending": deleted_pending,
-                    "started": started,
-                    "phase": "data" if phase == "done" else phase,
-                    "next": url,
-                }
+            # Their answers first: when several fail (no such form), the form's own URL says so.
+            meta = self._meta(form_id)
+            while True:
+                if marks.phase == "deleted":
+                    for row in self._rows(marks, lambda: self._feed_url(form_id, marks), opened):
+                        page.rows += 1
+                        _add(page, to_record(form_id, row, set(), deleted=True))
+                        if _full(page, self.page_size):
+                            page.cursor = marks.cursor()
+                            yield page
+                            page = Page()
+                    # The deletions' marks go with the next page stored; a run killed before
+                    # then reads the (few) deletions again.
+                    opened = None
+                    marks.end_phase()
+                for row in self._rows(marks, lambda: self._feed_url(form_id, marks)):
+                    page.rows += 1
+                    item = to_record(form_id, row, meta.versions, meta.files)
+                    marks.stored(item)
+                    _add(page, item)
+                    if _full(page, self.page_size):
+                        page.cursor = marks.cursor()
+                        yield page
+                        page = Page()
+                marks.end_phase()
+                page.cursor = marks.cursor()
                 yield page
+                page = Page()
+                # A pull that took over a phase an earlier (killed) run began goes round once
+                # more: what changed since that run started is behind the resumed reader, and
+                # a pull run again must end with everything the server had when it started.
+                if not again:
+                    return
+                again = False
         finally:
-            if prefetched:
-                prefetched[1].cancel()
-            ahead.shutdown(wait=True, cancel_futures=True)
+            if opened is not None:
+                _discard(opened)
 
     def refetch(self, form_id: str, ids: Sequence[str]) -> Iterator[Page]:
         """Ask again for submissions by instance id (the quarantined ones), a few per query:
-        ``$filter=__id eq '…' or __id eq '…'``. Pages carry no cursor."""
+        ``$filter=__id eq '…' or __id eq '…'``, unpaged (a ``$top`` costs Central a count).
+        Pages carry no cursor."""
         if not ids:
             return
-        versions = self.known_versions(form_id)
-        files = Files(self.binary_paths(form_id), self._submissions_path(form_id))
+        meta = self._meta(form_id)
         for start in range(0, len(ids), RETRY_BATCH):
             part = ids[start : start + RETRY_BATCH]
             which = " or ".join(f"__id eq '{_odata_text(i)}'" for i in part)
-            url: str | None = self._odata_url(
-                form_id, [("$top", str(len(part))), ("$expand", "*"), ("$filter", which)]
-            )
+            url: str | None = self._odata_url(form_id, [("$expand", "*"), ("$filter", which)])
             while url:
-                fetched = self._page(url, False)
-                rows = fetched.body["value"] if fetched else []
+                body = self.api.json(self.api.get(url), ("value",))
+                rows = body["value"]
                 if not isinstance(rows, list):
                     raise SourceError(f"ODK Central sent a page without 'value' for {url}")
                 page = Page(rows=len(rows))
                 for row in rows:
-                    item = to_record(form_id, row, versions, files)
-                    if isinstance(item, Quarantined):
-                        page.quarantined.append(item)
-                    else:
-                        page.records.append(item)
+                    _add(page, to_record(form_id, row, meta.versions, meta.files))
                 yield page
-                url = fetched.body.get("@odata.nextLink") if fetched else None
+                url = body.get("@odata.nextLink")
 
     def _submissions_path(self, form_id: str) -> str:
         return self.api.url(self.api.form_path(form_id) + "/submissions/")
 
-    def _first_url(self, form_id: str, phase: str, hwm: str | None, deleted_hwm: str | None) -> str:
-        params = [("$top", str(self.page_size))]
-        if phase == "data":
+    def _feed_url(self, form_id: str, marks: Marks) -> str:
+        """The current phase's feed, from ``marks.until`` on when resuming (no ``$top``:
+        each page would cost Central a count of the rows)."""
+        params: list[tuple[str, str]] = []
+        where = ""
+        if marks.phase == "data":
             params.append(("$expand", "*"))
-            if hwm:
+            if marks.hwm:
                 # ge, not gt: a submission sharing the last millisecond is fetched again
                 # rather than missed; the store's upsert makes that harmless.
-                params.append(
-                    ("$filter", f"__system/submissionDate ge {hwm} or __system/updatedAt ge {hwm}")
-                )
+                where = f"__system/submissionDate ge {marks.hwm} or __system/updatedAt ge {marks.hwm}"  # fmt: skip
         else:
-            when = f"ge {deleted_hwm}" if deleted_hwm else "ne null"
-            params.append(("$filter", f"__system/deletedAt {when}"))
+            when = f"ge {marks.deleted_hwm}" if marks.deleted_hwm else "ne null"
+            where = f"__system/deletedAt {when}"
+        if marks.until:
+            # The rest of a feed that broke off (or of a killed run): the feed is newest
+            # first, so it is what was submitted at or before the last row read. Central
+            # keeps microseconds and shows milliseconds: "lt" the next millisecond takes
+            # all of the last one, and its rows already read are skipped (``Marks.saw``).
+            rest = f"__system/submissionDate lt {next_ms(marks.until)}"
+            where = f"({where}) and {rest}" if " or " in where else " and ".join(filter(None, (where, rest)))  # fmt: skip
+        if where:
+            params.append(("$filter", where))
         return self._odata_url(form_id, params)
 
     def _odata_url(self, form_id: str, params: list[tuple[str, str]]) -> str:
         safe = "$/*,():'"
         query = "&".join(f"{k}={quote(v, safe=safe)}" for k, v in params)
-        return f"{self.api.form_path(form_id)}.svc/Submissions?{query}"
+        return f"{self.api.form_path(form_id)}.svc/Submissions" + (f"?{query}" if query else "")
 
-    def _page(self, url: str, resuming: bool) -> _Fetched | None:
-        """One OData page and the server's clock when it answered; None for a stale resume
-        link (Central answers 400 to a skiptoken whose row is gone)."""
-        for attempt in range(3):
-            resp = self.api.get(url, ok=(400,) if resuming else ())
-            if resp.status_code == 400:
-                return None
+    def _open(self, url: str) -> requests.Response:
+        """The feed's answer, its body not yet read (retried until the headers arrive)."""
+        return self.api.get(url, stream=True)
+
+    def _rows(
+        self,
+        marks: Marks,
+        url_for: Callable[[], str],
+        opened: Future[requests.Response] | None = None,
+    ) -> Iterator[Any]:
+        """The rows of the current phase's feed, as they arrive. After a break (a dropped
+        connection, a body cut short) the rest is asked for from the last row read
+        (``marks.until``), at once when rows had come since the last break, else after the
+        retry policy's wait; rows sent again are skipped. A feed that says it has more
+        (``@odata.nextLink``: a server that pages on its own) is followed."""
+        url, tries, since = url_for(), 0, 0.0
+        while True:
+            resp = opened.result() if opened is not None else self._open(url)
+            opened = None
+            # Kept through resumes: earlier is safer. A server without a Date header (HTTP
+            # requires one) gets our own clock.
+            marks.started = marks.started or server_time(resp) or now_utc()
+            moved, problem = False, ""
             try:
-                body = self.api.json(resp, ("value",))
-            except SourceError:
-                if attempt == 2 or "HTML" in resp.headers.get("Content-Type", "").upper():
-                    raise
-                continue  # a truncated page: ask again
-            return _Fetched(body, server_time(resp))
-        raise AssertionError("unreachable")  # pragma: no cover
+                rows, tail = read_feed(resp, lambda r: self.api.json(r, ("value",)))
+                for row in rows:
+                    if marks.saw(row):
+                        moved = True
+                        yield row
+            except FeedBroken as e:
+                problem = str(e)
+            finally:
+                resp.close()
+            if not problem:
+                following = tail.get("@odata.nextLink")
+                if not isinstance(following, str) or not following:
+                    return
+                url, tries = following, 0
+                continue
+            url = url_for()  # from the last row read
+            if moved:
+                tries, since = 0, time.monotonic()
+                log.info("%s: %s; asking for the rest", scrub(url, self.api.secrets), problem)
+                continue
+            tries += 1
+            if tries == 1:
+                since = time.monotonic()
+            shown = self.api.url(url)
+            if tries > RESUME_TRIES or not self.api.policy.pause(
+                since, tries, shown, problem, secrets=self.api.secrets
+            ):
+                raise SourceError(
+                    f"ODK Central's feed {shown} broke off {tries} time(s) in a row before "
+                    f"sending another row (last: {problem}); check the connection to the "
+                    "server, then pull again: the store keeps what was already pulled",
+                    url=shown,
+                    secrets=self.api.secrets,
+                )
 
     def list_attachments(self, record: Record) -> list[AttachmentRef]:
         submission = f"submissions/{segment(record.instance_id)}"
@@ -429,24 +492,29 @@ def segment(value: object) -> str:
 
 
 @dataclass(frozen=True)
-class _Fetched:
-    body: dict[str, Any]
-    server_time: str | None  # the Date header, as UTC text
+class _Meta:
+    """What a form's rows are read with: its published versions and where its files are."""
+
+    versions: set[str]
+    files: Files
 
 
-def _next_mark(started: str | None, seen: str | None) -> str | None:
-    """Where the next pull starts: the latest time seen, but never after the server's clock
-    at the start of this phase less the margin (see :meth:`CentralSource.pages`)."""
-    if started is None:
-        return seen
-    moment = datetime.fromisoformat(started.replace("Z", "+00:00")) - CLOCK_MARGIN
-    floor = utc_text(moment.isoformat())
-    return min(floor, seen) if seen and floor else floor
+def _add(page: Page, item: Record | Quarantined) -> None:
+    if isinstance(item, Quarantined):
+        page.quarantined.append(item)
+    else:
+        page.records.append(item)
+
+
+def _full(page: Page, size: int) -> bool:
+    return len(page.records) + len(page.quarantined) >= size
+
+
+def _discard(opened: Future[requests.Response]) -> None:
+    """Close a feed answer asked for but not read, whenever it arrives."""
+    if not opened.cancel():
+        opened.add_done_callback(lambda f: f.exception() is None and f.result().close())
 
 
 def _odata_text(value: str) -> str:
     return value.replace("'", "''")  # OData doubles a quote inside a string literal
-
-
-def _latest(*stamps: str | None) -> str | None:
-    return max((s for s in stamps if s), default=None)

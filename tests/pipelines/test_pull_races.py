@@ -27,65 +27,7 @@ def _stored(settings, form_id: str, deleted: bool = False) -> dict:
 
 
 # ---- ODK Central: the feed is read newest first -------------------------------------------
-def test_submissions_and_edits_made_during_a_central_pull_are_not_lost(tmp_path: Path) -> None:
-    with CentralStandIn(password=PASSWORD) as central:
-        ids = seed_synthetic(central, FORM, 6, photo_every=0)
-        central.tick(TEN_MINUTES)
-        s = central_settings(central, tmp_path)
-        calls = {"pages": 0}
-
-        def meanwhile(method: str, path: str) -> None:
-            # newest first, two a page: page 1 is ids[5], ids[4]. Once it has been read, a
-            # new submission arrives, ids[5] (read) is edited, then ids[0] (not yet read).
-            if ".svc/Submissions" in path and "skiptoken" in path:
-                calls["pages"] += 1
-                if calls["pages"] == 1:
-                    seed_synthetic(central, FORM, 1, photo_every=0, start=100)
-                    central.edit(FORM, ids[5], note="改-5")
-                    central.edit(FORM, ids[0], note="改-0")
-
-        central.before = meanwhile
-        first = pull(s, "central", [FORM], page_size=2, policy=FAST)
-        central.before = None
-        assert calls["pages"] >= 1 and first.new == 6  # the new one arrived behind the reader
-        second = pull(s, "central", [FORM], page_size=2, policy=FAST)
-        got = _stored(s, FORM)
-        assert set(got) == central.live_ids(FORM)
-        assert got[ids[5]].data["note"] == "改-5" and got[ids[0]].data["note"] == "改-0"
-        assert (second.new, second.updated) == (1, 1)
-        # and still incremental: only the three rows changed during the first pull came down
-        assert second.forms[0].rows == 3
-
-
-def test_a_deletion_during_the_deleted_phase_is_not_lost(tmp_path: Path) -> None:
-    with CentralStandIn(password=PASSWORD) as central:
-        ids = seed_synthetic(central, FORM, 8, photo_every=0)
-        s = central_settings(central, tmp_path)
-        pull(s, "central", [FORM], page_size=2, policy=FAST)
-        for iid in ids[2:6]:
-            central.delete(FORM, iid)
-        central.tick(TEN_MINUTES)
-        calls = {"pages": 0}
-
-        def meanwhile(method: str, path: str) -> None:
-            # the deleted feed is newest-created first: ids[7] sorts before the part already
-            # read, ids[0] after it, and is deleted later.
-            if "deletedAt" in path and "skiptoken" in path:
-                calls["pages"] += 1
-                if calls["pages"] == 1:
-                    central.delete(FORM, ids[7])
-                    central.delete(FORM, ids[0])
-
-        central.before = meanwhile
-        pull(s, "central", [FORM], page_size=2, policy=FAST)
-        central.before = None
-        assert calls["pages"] == 2  # [5, 4], then [3, 2], then [0]
-        pull(s, "central", [FORM], page_size=2, policy=FAST)
-        assert set(_stored(s, FORM)) == central.live_ids(FORM) == {ids[1], ids[6]}
-        # and the deleted feed is read from a mark, not in full every time: ids[7] and
-        # ids[0] again (deleted within the margin of the last start), not all six
-        central.tick(TEN_MINUTES)
-        assert pull(s, "central", [FORM], page_size=2, policy=FAST).forms[0].rows == 2
+# Edits, new rows and deletions made while a streamed pull runs: tests/pipelines/test_sync_stream.py
 
 
 def test_a_central_record_of_an_unpublished_version_is_stored_once_it_is_published(

@@ -33,16 +33,23 @@ class Fault:
       read timeout); the faults after it still see the request;
     * ``"reset"``: close the connection with a TCP reset, as a dropped mobile link does;
     * ``"repeat_page"``: send again, byte for byte, the last 200 answer to a GET of the same
-      path (a page sent twice).
+      path (a page sent twice);
+    * ``"cut"``: answer as usual, but once ``after`` bytes of the answer (headers included)
+      are out, wait ``delay`` seconds (a stalled link: a timeout for a shorter read
+      timeout), then close with a TCP reset: a stream broken midway;
+    * ``"call"``: answer as usual, calling ``action`` once ``after`` bytes are out (a test
+      kills the client there, in the middle of a streamed feed).
     """
 
-    kind: str  # "status" | "delay" | "reset" | "repeat_page"
+    kind: str  # "status" | "delay" | "reset" | "repeat_page" | "cut" | "call"
     path_contains: str = ".svc/Submissions"
     nth: int = 1
     times: int = 1
     status: int = 503
     retry_after: str | None = None
     delay: float = 0.0
+    after: int = 0
+    action: Callable[[], None] | None = None
     seen: int = 0
     fired: int = 0
 
@@ -75,11 +82,12 @@ class InjectFaults(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.wfile = _Recorder(self.wfile)  # type: ignore[assignment]
+        self.wfile = _Recorder(self.wfile, self._tripped)  # type: ignore[assignment]
 
     def handle_one_request(self) -> None:
         recorder: _Recorder = self.wfile  # type: ignore[assignment]
         recorder.sent.clear()
+        recorder.trip = None
         super().handle_one_request()
         if recorder.sent.startswith(b"HTTP/1.1 200 ") and self.command == "GET":
             self.faulty.last_replies[self.path.split("?")[0]] = bytes(recorder.sent)
@@ -114,13 +122,10 @@ class InjectFaults(BaseHTTPRequestHandler):
                 return True
             if f.kind == "delay":
                 time.sleep(f.delay)
+            elif f.kind in ("cut", "call"):
+                self.wfile.trip = (f.after, f)  # type: ignore[attr-defined]
             elif f.kind == "reset":
-                self.close_connection = True
-                # SO_LINGER 0: close with RST, what a dropped mobile link looks like
-                self.connection.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
-                self.connection.close()
+                self._reset()
                 return True
             elif f.kind == "repeat_page":
                 last = server.last_replies.get(self.path.split("?")[0])
@@ -129,15 +134,43 @@ class InjectFaults(BaseHTTPRequestHandler):
                     return True
         return False
 
+    def _reset(self) -> None:
+        self.close_connection = True
+        # SO_LINGER 0: close with RST, what a dropped mobile link looks like
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+
+    def _tripped(self, fault: Fault) -> None:
+        """A "cut" or "call" fault's moment: its ``after`` bytes are out."""
+        if fault.kind == "call":
+            if fault.action is not None:
+                fault.action()
+            return
+        time.sleep(fault.delay)
+        self._reset()
+        raise ConnectionResetError("injected: the answer was cut")  # stops the handler quietly
+
 
 class _Recorder:
-    """A handler's output stream that keeps a copy of the reply being written."""
+    """A handler's output stream that keeps a copy of the reply being written, and trips a
+    fault once ``trip[0]`` bytes of it are out."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, tripped: Callable[[Fault], None]) -> None:
         self._stream = stream
+        self._tripped = tripped
         self.sent = bytearray()
+        self.trip: tuple[int, Fault] | None = None
 
     def write(self, data: bytes) -> int:
+        if self.trip is not None and len(self.sent) + len(data) >= self.trip[0]:
+            after, fault = self.trip
+            self.trip = None
+            head = bytes(data[: max(0, after - len(self.sent))])
+            self.sent += head
+            self._stream.write(head)
+            self._stream.flush()
+            self._tripped(fault)
+            data = data[len(head) :]
         self.sent += data
         return self._stream.write(data)
 
