@@ -374,6 +374,29 @@ def demo(
         markup=False, highlight=False,
     )  # fmt: skip
     out.print(f"Open {result.index.resolve()}", markup=False, highlight=False)
+    _print_portal(result)
+
+
+def _print_portal(result) -> None:
+    """How to see the demo in the portal: the serve command and the demo logins."""
+    s = result.settings
+    if s is None or not result.people:
+        return
+    out.print(
+        "\nThe portal on the demo data (each person sees their scope; phones on the same network "
+        "use --host 0.0.0.0):",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    out.print(
+        f"  .venv/bin/manyi --data-dir {s.data_dir} serve --as-of {result.as_of}"
+        "   then open http://127.0.0.1:8000/login",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    for p in result.people:
+        out.print(
+            f"  {p.role}（{p.scope}）: login {p.login}  password {p.password}",
+            markup=False, highlight=False,
+        )  # fmt: skip
 
 
 def _people_store(s: Settings):
@@ -573,16 +596,25 @@ def serve(
         str, typer.Option("--host", help="Address to listen on (0.0.0.0: every network).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="The portal's report date YYYY-MM-DD (default: today, within the plan year).",
+        ),
+    ] = None,
 ) -> None:
-    """Receive forms from ODK Collect (OpenRosa) at each person's collection link."""
+    """Receive forms from phones (OpenRosa, Web Forms) and serve the portal at /login."""
     from pipelines.server.app import serve as run
 
     s = _settings(ctx)
+    day = _as_of(as_of) if as_of else None
     out.print(
-        f"manyi serve: http://{host}:{port}/key/<token> (Ctrl-C stops)",
+        f"manyi serve: portal http://{host}:{port}/login, phones http://{host}:{port}/key/<token> "
+        "(Ctrl-C stops)",
         markup=False, highlight=False,
     )  # fmt: skip
-    run(s, host=host, port=port)
+    run(s, host=host, port=port, as_of=day)
 
 
 def _line(text: object) -> str:

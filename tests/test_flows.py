@@ -47,7 +47,7 @@ def test_town_cycle_on_the_demo_source(town) -> None:
     tmp_path, result = town
 
     synced = result["sync"]
-    assert len(synced["forms"]) == 13 and synced["new"] > 15_000 and synced["quarantined"] == 0
+    assert len(synced["forms"]) == 14 and synced["new"] > 15_000 and synced["quarantined"] == 0
     assert synced["attachments"] > 0  # photos came over HTTP too
     process = result["process"]
     assert process["submissions"] == synced["new"]

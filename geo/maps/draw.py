@@ -64,6 +64,8 @@ def draw_maps(
     *,
     boundaries: Boundaries | None = None,
     segments: Sequence[RoadSegment] = (),
+    title: str | None = None,
+    roads: bool = True,
 ) -> MapsResult:
     """Draw the overview map and one map per domain into ``out_dir/maps/``.
 
@@ -92,6 +94,9 @@ def draw_maps(
     anything else is not linked), ``note``, ``domain``, ``village_code`` and ``open`` (bool;
     without it, a status outside :data:`CLOSED_STATUSES` counts as open).
 
+    ``title`` names the area before each map's name (default ``settings.town``: "龙阳镇 总览");
+    ``roads=False`` draws no road works (a map cut to some villages: roads are the town's).
+
     Geometry comes from ``boundaries``, else from ``settings.boundaries`` (a file path) when the
     settings carry one, else the illustrative villages. The basemap is ``settings.basemap``.
     """
@@ -106,11 +111,12 @@ def draw_maps(
         )
     basemap = basemap_for(settings)
     notes = list(boundaries.warnings)
-    if settings.roads:
-        roads, road_notes = load_roads(settings.roads, boundaries, segments)
+    lines = None
+    if roads and settings.roads:
+        lines, road_notes = load_roads(settings.roads, boundaries, segments)
         notes += road_notes
-    else:
-        roads = illustrative_roads(boundaries, segments)
+    elif roads:
+        lines = illustrative_roads(boundaries, segments)
     tidy = _check_progress(progress)
     open_findings, dropped = _open_findings(findings)
     if dropped:
@@ -119,18 +125,18 @@ def draw_maps(
     style = page_style(blank=basemap.name == "none")
     maps_dir = out_dir / "maps"
     maps_dir.mkdir(parents=True, exist_ok=True)
-    town = settings.town
+    town = title or settings.town
     written: dict[str, Path] = {}
     pages = [("overview", f"{town} 总览", None)] + [
-        (key, f"{town} {name}", key) for key, name in DOMAINS.items()
+        (key, f"{town} {label}", key) for key, label in DOMAINS.items()
     ]
-    for key, title, domain in pages:
+    for key, name, domain in pages:
         rows = tidy if domain is None else tidy[tidy["domain"] == domain]
         marks = open_findings
         if domain is not None:
             marks = open_findings[open_findings["domain"] == domain]
         draw_roads = domain in (None, ROADS_DOMAIN)
-        fmap = build_map(title, boundaries, rows, roads if draw_roads else None, marks, basemap)
+        fmap = build_map(name, boundaries, rows, lines if draw_roads else None, marks, basemap)
         path = maps_dir / f"{key}.html"
         path.write_text(render_offline(fmap, style), encoding="utf-8")
         written[key] = path

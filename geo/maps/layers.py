@@ -277,13 +277,14 @@ _WEB_LINK = re.compile(r"https?://", re.IGNORECASE)
 _RELATIVE = re.compile(r"[\w./-]+")
 
 
-def _photo_href(photo) -> str | None:
-    """An attribute-safe link to the photo: a web link or a relative path, nothing else.
+def safe_link(photo) -> str | None:
+    """``photo`` if it is a link safe to put in an ``href``: a web link or a relative path,
+    nothing else (None otherwise). Not escaped: escape it for where it goes.
 
     Browsers drop tabs, newlines and other control characters from a URL before reading its
     scheme (``java\tscript:`` runs as ``javascript:``), so they are removed before checking.
     A relative path is letters, digits, ``_ . / -`` only and may not start with ``//``, which
-    the browser would read as another host.
+    the browser would read as another host. The portal's photo routes (``/p/…/photo/…``) pass.
     """
     if not isinstance(photo, str):
         return None
@@ -291,8 +292,14 @@ def _photo_href(photo) -> str | None:
     if not link:
         return None
     if _WEB_LINK.match(link) or (_RELATIVE.fullmatch(link) and not link.startswith("//")):
-        return html.escape(link, quote=True)
+        return link
     return None
+
+
+def _photo_href(photo) -> str | None:
+    """:func:`safe_link`, HTML-escaped for the popup's attribute."""
+    link = safe_link(photo)
+    return None if link is None else html.escape(link, quote=True)
 
 
 def _js_json(value) -> str:

@@ -31,13 +31,49 @@ surname plus ``*``, ID numbers 6 + ``********`` + 4, phones 3 + ``****`` + 4, an
 phones typed into free text are masked too: :func:`pipelines.privacy.scrub_text` goes over
 every text column of the items (all of :data:`COLUMNS` but the photo's file name), not a list
 of the columns known to hold free text, so a column added later is masked as well.
+
+Item ids
+--------
+Every item has an ``item_id``: the first 16 hex digits of the SHA-256 of
+``"form_id|instance_id|repeat_index|kind"`` (a blank repeat index for an item that is a whole
+submission), e.g. ``3f9c0a1b2d4e5f60``. It is URL-safe, the same at every refresh for as long as
+the finding is open, and unique among the items. The portal's "处理" button passes it to the
+rectification form, which is how a fix finds its item. (Renaming a kind in :data:`_SOURCES`
+renames its items' ids: rectifications sent before would no longer find them.)
+
+Closing items (整改反馈)
+-----------------------
+The rectification form (``forms/rectification.xlsx``, form id :data:`RECTIFICATION`) reports a
+fix: ``item_id``, what was done (``action``), ``done`` yes/no, a ``photo`` and the ``fix_date``.
+For each item, the rectifications with its ``item_id`` dated in the plan year up to the as-of
+date count, and the latest (by ``fix_date``, then submission time, as :func:`latest_rows`)
+decides:
+
+- ``done = yes``: the item is closed. It leaves the open list and is listed in
+  :attr:`FollowUpBook.closed` with ``closed_on``, ``closed_by`` (the form's ``username``, else
+  the submitter the record or ``manyi serve`` knows), ``fix_action`` (masked like every text),
+  ``fix_photo`` (the attachment's file name) and ``fix_instance_id``.
+- ``done = no``: the item stays open and shows the attempt: ``attempts`` (how many
+  rectifications it has had), ``last_attempt_on`` and ``last_attempt_note``.
+- A later "no" after a "yes" reopens the item: the latest decides, whichever it says.
+
+A rectification is ignored (listed nowhere, counted nowhere) when its ``item_id`` is not an item
+of this run (mistyped, or the finding has since left the list: edited or reported fixed by a
+later inspection), when it names a village other than its item's (a town item has none), or
+when a reviewer rejected it in ODK Central (review state ``rejected``).
+
+The sanitation indicator counts a finding closed this way as cleared
+(:func:`with_rectified_findings`, which :func:`pipelines.analysis.indicators.compute_progress`
+applies), from the same decision, so the list and the indicator agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,14 +128,39 @@ HEADERS = {
     "deadline": "整改期限",
     "overdue_days": "逾期天数",
     "state": "状态",
+    "attempts": "整改反馈次数",
+    "last_attempt_on": "最近反馈日期",
+    "last_attempt_note": "最近反馈情况",
     "form": "来源表单",
     "instance_id": "记录编号",
     "repeat_index": "条目序号",
+    "item_id": "事项编号",
 }
-OPEN, OVERDUE = "待整改", "已逾期"
+# The open items (:attr:`FollowUpBook.open`) and the closed ones (:attr:`FollowUpBook.closed`).
+OPEN_COLUMNS = (*COLUMNS, "item_id", "attempts", "last_attempt_on", "last_attempt_note")
+CLOSED_COLUMNS = (
+    *COLUMNS, "item_id", "closed_on", "closed_by", "fix_action", "fix_photo", "fix_instance_id",
+)  # fmt: skip
+# The closed list people see (sheet 已整改): the finding, then who fixed it, when and how.
+_FINDING = [k for k in HEADERS if k in COLUMNS and k not in ("overdue_days", "state")]
+_SOURCE = ["form", "instance_id", "repeat_index"]
+CLOSED_HEADERS = {
+    **{k: HEADERS[k] for k in _FINDING if k not in _SOURCE},
+    "closed_on": "整改完成日期",
+    "closed_by": "整改人",
+    "fix_action": "整改措施",
+    **{k: HEADERS[k] for k in (*_SOURCE, "item_id")},
+    "fix_instance_id": "整改反馈记录编号",
+}
+OPEN, OVERDUE, CLOSED = "待整改", "已逾期", "已整改"
+RECTIFICATION = "rectification"  # the form that closes items (forms/rectification.xlsx)
+SANITATION_KIND = "人居环境问题"
 # Columns that are keys, not text: the photo's file name finds the stored attachment (it is
 # never shown; the maps link a copy named by its digest).
 _KEYS = frozenset({"photo"})
+_DATES = ("found_on", "deadline", "last_attempt_on", "closed_on")
+# Columns of the tidy table that may name who sent a record, after the form's username.
+_SUBMITTER = ("submitter_name", "submitterName", "_submitted_by")
 TOWN_GROUP = "镇直"  # items with no village (roads, lighting)
 _MAX_TEXT = 300
 
@@ -121,6 +182,58 @@ class _Ctx:
     people: dict[str, pd.DataFrame]  # roster kind -> masked subject, id_number, phone by ID
 
 
+@dataclass(frozen=True)
+class FollowUpBook:
+    """The follow-up items at one as-of date, split by the rectifications received."""
+
+    open: pd.DataFrame  # :data:`OPEN_COLUMNS`: still to act on (待整改/已逾期)
+    closed: pd.DataFrame  # :data:`CLOSED_COLUMNS`: closed by a rectification (已整改)
+
+
+def follow_up_book(
+    forms: Mapping[str, TidyForm],
+    *,
+    as_of: date,
+    year: int,
+    plan: Plan,
+    villages: Sequence[Village],
+    rosters: Rosters | None = None,
+    senders: Iterable[Any] = (),
+) -> FollowUpBook:
+    """Every follow-up item at ``as_of``, open or closed by its latest rectification.
+
+    Only submissions dated in the plan ``year`` up to ``as_of`` count, findings and
+    rectifications alike. Both frames are sorted by liaison group, village, deadline (items
+    without one last) and date found. ``senders`` (:meth:`pipelines.store.Store.senders`) name
+    who sent a rectification to ``manyi serve`` when the form's ``username`` is blank.
+    """
+    items = _items(forms, as_of=as_of, year=year, plan=plan, villages=villages, rosters=rosters)
+    known = pd.Series(items["village_code"].to_numpy(dtype=object), index=items["item_id"])
+    fixes = rectifications(forms, known, as_of=as_of, year=year, senders=senders)
+    fix = fixes.reindex(items["item_id"])
+    done = fix["done"].eq(True).to_numpy(dtype=bool)
+
+    still = items[~done].copy()
+    tried = fix[~done]
+    still["attempts"] = tried["attempts"].fillna(0).astype("Int64").to_numpy()
+    still["last_attempt_on"] = pd.to_datetime(tried["fix_date"]).to_numpy()
+    still["last_attempt_note"] = tried["action"].to_numpy(dtype=object)
+
+    closed = items[done].copy()
+    fixed = fix[done]
+    closed["state"] = CLOSED
+    closed["overdue_days"] = pd.array([pd.NA] * len(closed), dtype="Int64")
+    closed["closed_on"] = pd.to_datetime(fixed["fix_date"]).to_numpy()
+    closed["closed_by"] = fixed["by"].to_numpy(dtype=object)
+    closed["fix_action"] = fixed["action"].to_numpy(dtype=object)
+    closed["fix_photo"] = fixed["photo"].to_numpy(dtype=object)
+    closed["fix_instance_id"] = fixed["instance_id"].to_numpy(dtype=object)
+    return FollowUpBook(
+        still.reset_index(drop=True)[list(OPEN_COLUMNS)],
+        closed.reset_index(drop=True)[list(CLOSED_COLUMNS)],
+    )
+
+
 def follow_ups(
     forms: Mapping[str, TidyForm],
     *,
@@ -130,11 +243,134 @@ def follow_ups(
     villages: Sequence[Village],
     rosters: Rosters | None = None,
 ) -> pd.DataFrame:
-    """Open follow-up items at ``as_of``, one row each, with :data:`COLUMNS`.
+    """Open follow-up items at ``as_of``, one row each, with :data:`OPEN_COLUMNS`:
+    :attr:`FollowUpBook.open` of :func:`follow_up_book`."""
+    return follow_up_book(
+        forms, as_of=as_of, year=year, plan=plan, villages=villages, rosters=rosters
+    ).open
 
-    Sorted by liaison group, village, deadline (items without one last) and date found.
-    Only submissions dated in the plan ``year`` up to ``as_of`` count.
+
+def item_ids(form_id: object, instance_id: object, repeat_index: object, kind: object) -> pd.Series:
+    """The items' ids: the first 16 hex digits of SHA-256 of
+    ``"form_id|instance_id|repeat_index|kind"``. Each argument is a Series or one value for
+    all; a blank repeat index (an item that is a whole submission) is written as nothing."""
+    parts = [p for p in (form_id, instance_id, repeat_index, kind) if isinstance(p, pd.Series)]
+    index = parts[0].index if parts else pd.RangeIndex(1)
+
+    def column(p: object) -> list[str]:
+        values = p if isinstance(p, pd.Series) else pd.Series([p] * len(index), index=index)
+        return [
+            "" if _blank(v) else str(int(v)) if isinstance(v, float) else str(v) for v in values
+        ]
+
+    keys = zip(*(column(p) for p in (form_id, instance_id, repeat_index, kind)), strict=True)
+    return pd.Series(
+        [hashlib.sha256("|".join(k).encode()).hexdigest()[:16] for k in keys],
+        index=index,
+        dtype=object,
+    )
+
+
+def rectifications(
+    forms: Mapping[str, TidyForm],
+    known: pd.Series,
+    *,
+    as_of: date,
+    year: int,
+    senders: Iterable[Any] = (),
+) -> pd.DataFrame:
+    """The rectifications that decide each item, indexed by ``item_id``.
+
+    ``known`` maps each item id to its village code (None for a town item); a rectification of
+    another item id, naming another village, rejected in review or dated outside the plan year
+    up to ``as_of`` is left out (see the module docstring). Columns: ``attempts`` (how many
+    count), then the latest one's ``done`` (True for yes), ``fix_date``, ``action`` (masked),
+    ``photo``, ``instance_id`` and ``by`` (who sent it).
     """
+    columns = ["attempts", "done", "fix_date", "action", "photo", "instance_id", "by"]
+    form = forms.get(RECTIFICATION)
+    table = form.table if form is not None else pd.DataFrame()
+    if table.empty or not {"item_id", "fix_date"} <= set(table.columns):
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="item_id"))
+    rows = plan_rows(table, "fix_date", year=year, as_of=as_of)
+    ids = _text(rows["item_id"]).map(lambda v: str(v).strip(), na_action="ignore")
+    owner = ids.map(known.to_dict())  # the village of each rectification's item
+    named = _column(rows, "village")
+    keep = ids.isin(known.index) & (named.map(_blank) | (named == owner))
+    keep &= _column(rows, "review_state") != "rejected"
+    rows = rows[keep.to_numpy(dtype=bool)].assign(item_id=ids[keep])
+    latest = latest_rows(rows, ["item_id"], "fix_date", year=year, as_of=as_of)
+    out = pd.DataFrame(
+        {
+            "attempts": rows.groupby("item_id").size().reindex(latest["item_id"]).to_numpy(),
+            "done": (_column(latest, "done") == "yes").to_numpy(dtype=bool),
+            "fix_date": latest["fix_date"].to_numpy(),
+            "action": _column(latest, "action").map(_clean, na_action="ignore").to_numpy(),
+            "photo": _column(latest, "photo").to_numpy(),
+            "instance_id": latest["instance_id"].to_numpy(dtype=object),
+            "by": _senders(latest, senders).map(_clean, na_action="ignore").to_numpy(),
+        },
+        index=pd.Index(latest["item_id"].to_numpy(dtype=object), name="item_id"),
+    )
+    return out[columns]
+
+
+def with_rectified_findings(
+    forms: Mapping[str, TidyForm], *, as_of: date, year: int
+) -> Mapping[str, TidyForm]:
+    """``forms`` with each sanitation finding that a rectification closed by ``as_of``
+    marked ``cleared``, for the indicators (the follow-up lists keep the finding as it was
+    found and list it as closed). Unchanged when there is no rectification or no finding.
+    """
+    sweep, fixes = forms.get("sanitation_sweep"), forms.get(RECTIFICATION)
+    if sweep is None or fixes is None or fixes.table.empty or "findings" not in sweep.repeats:
+        return forms
+    findings = sweep.repeats["findings"]
+    if findings.empty or "status" not in findings.columns:
+        return forms
+    waiting = (_text(findings["status"]) == "to_rectify").to_numpy(dtype=bool)
+    rows = findings[waiting]
+    ids = item_ids("sanitation_sweep", rows["instance_id"], rows["repeat_index"], SANITATION_KIND)
+    village = sweep.table.set_index("instance_id")["village"] if "village" in sweep.table else None
+    codes = rows["instance_id"].map(village) if village is not None else None
+    known = pd.Series(_text(codes).to_numpy() if codes is not None else None, index=ids.to_numpy())
+    decided = rectifications(forms, known, as_of=as_of, year=year)
+    closed = ids.isin(decided.index[decided["done"].astype(bool)])
+    if not closed.any():
+        return forms
+    marked = findings.copy()
+    marked.loc[closed[closed].index, "status"] = "cleared"
+    return {
+        **forms,
+        "sanitation_sweep": replace(sweep, repeats={**sweep.repeats, "findings": marked}),
+    }
+
+
+def display(items: pd.DataFrame, headers: Mapping[str, str] = HEADERS) -> pd.DataFrame:
+    """The columns people see, with Chinese headers and dates as text (for CSV and XLSX).
+
+    ``headers``: :data:`HEADERS` for open items, :data:`CLOSED_HEADERS` for closed ones. A
+    column the frame lacks (items made before rectifications existed) is shown empty.
+    """
+    shown = items.reindex(columns=list(headers)).copy()
+    for col in _DATES:
+        if col in shown.columns:
+            days = pd.to_datetime(shown[col], errors="coerce")
+            shown[col] = days.dt.strftime("%Y-%m-%d").astype(object).where(days.notna(), None)
+    return shown.rename(columns=dict(headers))
+
+
+def _items(
+    forms: Mapping[str, TidyForm],
+    *,
+    as_of: date,
+    year: int,
+    plan: Plan,
+    villages: Sequence[Village],
+    rosters: Rosters | None = None,
+) -> pd.DataFrame:
+    """Every item the submissions raise at ``as_of`` (:data:`COLUMNS` and ``item_id``),
+    before any rectification, sorted as the lists show them."""
     ctx = _Ctx(as_of, year, _people(rosters))
     frames = []
     for src in _SOURCES:
@@ -159,7 +395,7 @@ def follow_ups(
             items["deadline"] = pd.Timestamp(plan_deadline) if plan_deadline else pd.NaT
         frames.append(items)
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in (*COLUMNS, "item_id")})
     out = pd.concat([f.reindex(columns=COLUMNS) for f in frames], ignore_index=True)
     groups = {v.code: v.liaison_group for v in villages}
     names = {v.code: v.name for v in villages}
@@ -186,15 +422,8 @@ def follow_ups(
         na_position="last",
         kind="stable",
     )
-    return out.drop(columns="_g").reset_index(drop=True)[list(COLUMNS)]
-
-
-def display(items: pd.DataFrame) -> pd.DataFrame:
-    """The columns people see, with Chinese headers and dates as text (for CSV and XLSX)."""
-    shown = items[list(HEADERS)].copy()
-    for col in ("found_on", "deadline"):
-        shown[col] = pd.to_datetime(shown[col]).dt.strftime("%Y-%m-%d").astype(object)
-    return shown.rename(columns=HEADERS)
+    out["item_id"] = item_ids(out["form_id"], out["instance_id"], out["repeat_index"], out["kind"])
+    return out.drop(columns="_g").reset_index(drop=True)[[*COLUMNS, "item_id"]]
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -205,6 +434,31 @@ def _clean(value: object) -> object:
         return value
     text = " ".join(scrub_text(value).split())
     return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+
+
+def _blank(value: object) -> bool:
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip())  # fmt: skip
+
+
+def _column(rows: pd.DataFrame, name: str) -> pd.Series:
+    """A text column of ``rows`` (all None when the form version lacked it)."""
+    if name in rows.columns:
+        return _text(rows[name])
+    return pd.Series(None, index=rows.index, dtype=object)
+
+
+def _senders(rows: pd.DataFrame, senders: Iterable[Any]) -> pd.Series:
+    """Who sent each rectification: the person ``manyi serve`` took it from (their name,
+    else login: the server checked who they are, a typed ``username`` it did not), else the
+    form's ``username``, else a submitter the record carries (Central, Kobo)."""
+    who = _column(rows, "username")
+    for name in _SUBMITTER:
+        who = who.where(who.map(lambda v: not _blank(v)), _column(rows, name))
+    served = {s.instance_id: s.name or s.login for s in senders if s.form_id == RECTIFICATION}
+    if served:
+        by_server = rows["instance_id"].map(served)
+        who = by_server.where(by_server.map(lambda v: not _blank(v)), who)
+    return who.where(who.map(lambda v: not _blank(v)), None)
 
 
 def _people(rosters: Rosters | None) -> dict[str, pd.DataFrame]:
@@ -537,7 +791,7 @@ def _suggestion(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
 
 _SOURCES = (
     _Source(
-        "人居环境问题",
+        SANITATION_KIND,
         "sanitation_sweep",
         "sanitation_findings_cleared",
         _sanitation,

@@ -17,6 +17,10 @@ Status rules (``value`` and ``target`` higher is better for every measure):
 - 滞后 (lagging): otherwise.
 
 An indicator without a target (satisfaction scores, patrols) has status NA.
+
+Rectifications (整改反馈) count: :func:`compute_progress` first marks each sanitation finding a
+rectification closed by the as-of date as cleared (the rule of
+:mod:`pipelines.analysis.followups`, so the follow-up lists and the clearance rate agree).
 """
 
 from __future__ import annotations
@@ -377,8 +381,13 @@ def compute_progress(
     """Every indicator of ``plan`` (or those in ``only``) at ``as_of``, as one tidy table.
 
     ``forms`` maps form_id to its tidy tables (:func:`pipelines.analysis.tidy.tidy`); a form missing
-    there simply has no data yet.
+    there simply has no data yet. A sanitation finding closed by a rectification (form
+    ``rectification``, fix date by ``as_of``) counts as cleared.
     """
+    # The closing rule lives with the follow-up items, which import this module: import late.
+    from pipelines.analysis.followups import with_rectified_findings
+
+    forms = with_rectified_findings(forms, as_of=as_of, year=year)
     frames = [
         indicator_progress(
             ind, forms.get(ind.form), as_of=as_of, year=year, villages=villages,

@@ -29,6 +29,7 @@ from pipelines.analysis.plan import load_plan
 from pipelines.analysis.rosters import demo_rosters, write_rosters
 from pipelines.config import Secret, Settings
 from pipelines.demo.central_server import CentralStandIn
+from pipelines.demo.people import DemoLogin, add_demo_people
 from pipelines.demo.simulate import SimulatedYear, simulate_year
 from pipelines.errors import FormError
 from pipelines.records import Record
@@ -48,6 +49,8 @@ class DemoResult:
     pull: PullReport
     report: Outputs
     seconds: dict[str, float] = field(default_factory=dict)
+    settings: Settings | None = None  # the demo's own settings (`manyi serve` on them)
+    people: list[DemoLogin] = field(default_factory=list)  # the portal's demo logins
 
     @property
     def index(self) -> Path:
@@ -162,7 +165,10 @@ def run_demo(
     started = time.monotonic()
     report = refresh_outputs(demo.settings, demo.as_of, demo.settings.outputs_dir)
     laps["report"] = round(time.monotonic() - started, 2)
-    return DemoResult(demo.as_of, len(demo.form_ids), demo.served, pulled, report, laps)
+    step("adding the portal's demo people (a manager, a group leader, a village cadre)")
+    people = add_demo_people(demo.settings, report.followups)
+    return DemoResult(demo.as_of, len(demo.form_ids), demo.served, pulled, report, laps,
+                      demo.settings, people)  # fmt: skip
 
 
 # --- serving the simulated year as Central would -----------------------------------------------

@@ -18,6 +18,7 @@ from forms.schema import FormSchema, load_schema
 from geo.boundaries import Boundaries, load_boundaries
 from geo.illustrative import NOTICE, illustrative_boundaries
 from geo.villages import Village, load_villages
+from pipelines.analysis.followups import RECTIFICATION
 from pipelines.analysis.plan import Plan, check_against_forms, load_plan
 from pipelines.analysis.rosters import COLUMNS as ROSTER_COLUMNS
 from pipelines.analysis.rosters import Rosters, demo_rosters, load_rosters, validate_roster
@@ -79,7 +80,7 @@ def load_inputs(settings) -> Inputs:
     store_path = Path(settings.store_path)
     if store_path.exists():  # never create a store just to find it empty
         with open_store(settings, read_only=True) as store:
-            for form_id in sorted(plan.forms()):
+            for form_id in sorted(plan.forms() | {RECTIFICATION}):  # 整改反馈 closes items
                 counts[form_id] = store.count(form_id)
                 if counts[form_id]:
                     schemas = _schemas(Path(settings.build_dir), form_id)
@@ -129,7 +130,7 @@ def _unknown_versions(form: TidyForm, schemas: list[FormSchema]) -> list[str]:
 
 
 # Forms whose photos show findings (piles, lamps, equipment), never a person or a home.
-PHOTO_FORMS = frozenset({"sanitation_sweep", "fitness_square", "street_lighting"})
+PHOTO_FORMS = frozenset({"sanitation_sweep", "fitness_square", "street_lighting", RECTIFICATION})
 
 
 def _stored_photos(store, form_id: str) -> dict[tuple[str, str, str], Photo]:

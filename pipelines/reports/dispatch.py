@@ -8,6 +8,9 @@
 The HTML is rendered from ``templates/dispatch.html.j2`` by Jinja2 with autoescape on, and every
 ``{{ … }}`` goes through :func:`pipelines.reports.spreadsheets.shown_text`; the charts are inline
 SVG built from escaped text. Before any data exists the report still renders, saying 暂无数据.
+On a phone (below 600 px) every table turns into cards, each cell labelled by its column; the
+page has no script and no style attribute. :mod:`pipelines.reports.scoped` cuts the internal
+edition to some villages for the portal, through :func:`dispatch_context`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from pipelines.reports.spreadsheets import save_workbook, shown_text, write_shee
 EDITIONS = {"public": "公开版", "internal": "内部版"}
 BEHIND = (LAGGING, OVERDUE)
 STATUS_COLOURS = {DONE: "#1a9850", ON_TRACK: "#66bd63", LAGGING: "#f46d43", OVERDUE: "#d73027"}
+# Colours go through classes, never a style attribute: the portal's CSP allows no inline style.
+STATUS_CLASSES = {DONE: "s-done", ON_TRACK: "s-ok", LAGGING: "s-lag", OVERDUE: "s-late"}
 _TEMPLATES = Path(__file__).with_name("templates")
 
 
@@ -59,15 +64,21 @@ def write_dispatch(settings, data: Inputs, as_of: date, progress: Progress, prev
     month = f"{as_of:%Y-%m}"
     files: dict[str, Path] = {}
     for edition, label in EDITIONS.items():
-        context = _dispatch_context(settings, data, as_of, progress, previous, items, checks, edition)  # fmt: skip
+        context = dispatch_context(settings, data, as_of, progress, previous, items, checks, edition)  # fmt: skip
         html = report_dir / f"月调度通报_{month}_{label}.html"
-        page = _ENV.get_template("dispatch.html.j2").render(**context)
+        page = render_html(context)
         with writing(html):
             html.write_text(page, encoding="utf-8")
         xlsx = report_dir / f"月调度通报_{month}_{label}.xlsx"
-        _dispatch_xlsx(context, xlsx)
+        write_xlsx(context, xlsx)
         files[f"dispatch_{edition}_html"], files[f"dispatch_{edition}_xlsx"] = html, xlsx
     return files
+
+
+def render_html(context: dict) -> str:
+    """The report page of a :func:`dispatch_context` (one self-contained HTML file: inline CSS
+    and SVG, no script, no style attribute, so a strict CSP needs only the style's hash)."""
+    return _ENV.get_template("dispatch.html.j2").render(**context)
 
 
 # --- formatting ----------------------------------------------------------------------------------
@@ -95,6 +106,10 @@ def _day(d: object) -> str:
     return f"{d.month}月{d.day}日"
 
 
+def _blank(x: object) -> object:
+    return "" if x is None or (not isinstance(x, str) and pd.isna(x)) else x  # type: ignore[arg-type]
+
+
 def _completion(value: float, target: float) -> float:
     if pd.isna(value) or pd.isna(target) or target <= 0:
         return np.nan
@@ -117,7 +132,9 @@ def _assessable(table: pd.DataFrame) -> pd.Series:
 # --- the dispatch report -------------------------------------------------------------------------
 
 
-def _dispatch_context(settings, data: Inputs, as_of: date, progress: Progress, previous: Progress | None, items: pd.DataFrame, checks: Checks, edition: str) -> dict:  # fmt: skip
+def dispatch_context(settings, data: Inputs, as_of: date, progress: Progress, previous: Progress | None, items: pd.DataFrame, checks: Checks, edition: str) -> dict:  # fmt: skip
+    """Everything one edition shows, for :func:`render_html` and :func:`write_xlsx`. It shows
+    what it is given: :mod:`pipelines.reports.scoped` cuts the inputs to a scope first."""
     plan = data.plan
     internal = edition == "internal"
     town = progress.level("town").set_index("indicator_id")
@@ -243,7 +260,8 @@ def _dispatch_context(settings, data: Inputs, as_of: date, progress: Progress, p
         "lagging_departments": lagging_departments, "satisfaction": satisfaction,
         "suggestions": suggestions, "open_items": open_items, "overdue_items": overdue_items,
         "items_by_kind": by_kind, "steps": steps, "status_colours": STATUS_COLOURS,
-        "rows": rows, "numerals": _CN_NUM,
+        "status_classes": STATUS_CLASSES, "rows": rows, "numerals": _CN_NUM,
+        "scope": None, "scope_villages": [], "data_as_of": None,  # set by pipelines.reports.scoped
     }  # fmt: skip
     if internal:
         context.update(_internal_context(data, progress, items, checks))
@@ -275,10 +293,10 @@ def _internal_context(data: Inputs, progress: Progress, items: pd.DataFrame, che
     late = items[items["state"] == fu.OVERDUE] if len(items) else items
     late = late.sort_values("overdue_days", ascending=False, kind="stable").head(50)
     overdue_list = [
-        {"group": r.liaison_group, "village": r.village, "kind": r.kind, "subject": r.subject or "",
-         "content": r.content or "", "deadline": _day(r.deadline), "days": int(r.overdue_days),
-         "department": r.department}
-        for r in late.itertuples(index=False)
+        {"group": r.liaison_group, "village": r.village, "kind": r.kind, "subject": _blank(r.subject),
+         "content": _blank(r.content), "deadline": _day(r.deadline), "days": int(r.overdue_days),
+         "department": r.department, "item": r.Index, "photo": None}
+        for r in late.itertuples()
     ]  # fmt: skip
     titles = {fid: f.schema.title or fid for fid, f in data.forms.items()}
     held = data.quarantine.groupby("form", sort=True).size() if len(data.quarantine) else {}
@@ -295,6 +313,28 @@ def _internal_context(data: Inputs, progress: Progress, items: pd.DataFrame, che
         "quality_total": len(checks.table) + len(data.quarantine),
         "village_rows": villages,
     }
+
+
+def village_progress(data: Inputs, progress: Progress) -> list[dict]:
+    """Each register village of ``data`` with its indicators that have a target: name, group,
+    rows (label, value, target, status) and a tally by status; for a scoped report."""
+    inds = {i.id: i for i in data.plan.indicators}
+    table = progress.level("village")
+    table = table[table["target"].notna() & table["indicator_id"].isin(inds)]
+    mine = dict(tuple(table.groupby("key", sort=False)))
+    out = []
+    for v in data.villages:
+        g = mine.get(v.code, table.iloc[0:0])
+        rows = [
+            {"label": r.label, "value_text": _fmt(inds[r.indicator_id], r.value),
+             "target_text": _fmt(inds[r.indicator_id], r.target),
+             "status": _status_text(r.status, r.value, r.target)}
+            for r in g.itertuples(index=False)
+        ]  # fmt: skip
+        tally = {s: sum(r["status"] == s for r in rows) for s in (DONE, ON_TRACK, LAGGING, OVERDUE, NO_DATA)}  # fmt: skip
+        out.append({"name": v.name, "code": v.code, "group": f"第{v.liaison_group}组", "rows": rows,
+                    "tally": {s: n for s, n in tally.items() if n}})  # fmt: skip
+    return out
 
 
 def _next_steps(rows: list[dict], as_of: date, horizon: date, lagging_villages: list[dict], open_items: int, overdue_items: int, satisfaction: list[dict], data: Inputs) -> list[str]:  # fmt: skip
@@ -388,12 +428,17 @@ def _chart(title: str, rows: list[dict]) -> Markup:
     return Markup("".join(out))  # noqa: S704 (built above from escaped text and numbers)
 
 
-def _dispatch_xlsx(ctx: dict, path: Path) -> None:
+def write_xlsx(ctx: dict, path: Path) -> Path:
+    """The report workbook of a :func:`dispatch_context` at ``path``."""
     wb = Workbook(write_only=True)
     overview = [("标题", ctx["title"]), ("统计截止日", ctx["as_of"]), ("版本", ctx["edition_label"]),
                 ("生成时间（北京时间）", ctx["generated"]), ("有目标的指标数", ctx["indicator_count"])]  # fmt: skip
-    overview += [(s, n) for s, n in ctx["tally"].items()]
+    town = "（全镇）" if ctx["scope"] else ""  # a scoped report keeps the town's figures as context
+    overview += [(f"{s}{town}", n) for s, n in ctx["tally"].items()]
     overview += [("待跟进事项", ctx["open_items"]), ("其中逾期", ctx["overdue_items"])]
+    if ctx["scope"]:
+        overview.insert(3, ("范围", ctx["scope"]))
+        overview.append(("说明", f"标有“全镇”的表为全镇汇总数据（与公开版相同）；其余各表只含{ctx['scope']}的数据。"))  # fmt: skip
     overview += [("说明", n) for n in ctx["notes"]]
     write_sheet(wb, "概况", pd.DataFrame(overview, columns=["项目", "内容"]), {"内容": "yyyy-mm-dd"})  # fmt: skip
 
@@ -413,7 +458,7 @@ def _dispatch_xlsx(ctx: dict, path: Path) -> None:
         }
     )
     formats = {"完成度": "0%", "截止日期": "yyyy-mm-dd"}
-    (ws,) = write_sheet(wb, "指标进度", progress, formats, wrap={"指标"})
+    (ws,) = write_sheet(wb, f"指标进度{town}", progress, formats, wrap={"指标"})
     if progress["完成度"].notna().any():  # a native Excel chart of the completion column
         chart = BarChart()
         chart.type = "bar"
@@ -432,11 +477,11 @@ def _dispatch_xlsx(ctx: dict, path: Path) -> None:
         {"领域": [r["domain"] for r in ctx["done_now"]], "指标": [r["label"] for r in ctx["done_now"]],
          "当前值": [r["value_text"] for r in ctx["done_now"]], "目标": [r["target_text"] for r in ctx["done_now"]]}
     )  # fmt: skip
-    write_sheet(wb, "本月完成", done if len(done) else pd.DataFrame({"说明": ["本月无新完成的指标"]}))  # fmt: skip
+    write_sheet(wb, f"本月完成{town}", done if len(done) else pd.DataFrame({"说明": ["本月无新完成的指标"]}))  # fmt: skip
     work = pd.DataFrame(ctx["workload"], columns=["form", "month", "total"]).rename(
         columns={"form": "表单", "month": "本月记录数", "total": "累计记录数"}
     )
-    write_sheet(wb, "本月工作量", work)
+    write_sheet(wb, f"本月工作量{town}", work)
     lv = pd.DataFrame(
         ctx["lagging_villages"], columns=["group", "village", "n", "overdue", "labels"]
     )
@@ -444,10 +489,10 @@ def _dispatch_xlsx(ctx: dict, path: Path) -> None:
     write_sheet(wb, "滞后村", lv, wrap={"指标"})
     ld = pd.DataFrame(ctx["lagging_departments"], columns=["department", "n", "labels"])
     ld = ld.rename(columns={"department": "责任部门", "n": "滞后指标数", "labels": "指标"})
-    write_sheet(wb, "滞后部门", ld, wrap={"指标"})
+    write_sheet(wb, f"滞后部门{town}", ld, wrap={"指标"})
     sat = pd.DataFrame(ctx["satisfaction"], columns=["label", "value_text", "n"])
     sat = sat.rename(columns={"label": "领域", "value_text": "平均分（1–5）", "n": "样本数"})
-    write_sheet(wb, "群众满意度", sat)
+    write_sheet(wb, f"群众满意度{town}", sat)
     steps = pd.DataFrame({"序号": range(1, len(ctx["steps"]) + 1), "下步工作": ctx["steps"]})
     write_sheet(wb, "下步工作", steps, wrap={"下步工作"})
     if ctx["internal"]:
@@ -479,3 +524,4 @@ def _dispatch_xlsx(ctx: dict, path: Path) -> None:
         quality = quality.rename(columns={"form": "表单", "check": "检查项", "rows": "问题条数"})
         write_sheet(wb, "数据质量", quality)
     save_workbook(wb, path)
+    return path

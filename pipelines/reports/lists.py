@@ -1,6 +1,6 @@
-"""The follow-up lists (跟进清单: open items, one sheet per liaison group) and the data-quality
-sheets (数据质量: flagged rows, one sheet per form, and the store's quarantined records), each
-as XLSX and CSV.
+"""The follow-up lists (跟进清单: open items, one sheet per liaison group, and the items closed
+by a rectification) and the data-quality sheets (数据质量: flagged rows, one sheet per form, and
+the store's quarantined records), each as XLSX and CSV.
 """
 
 from __future__ import annotations
@@ -16,20 +16,33 @@ from pipelines.analysis.checks import CHECKS, Checks
 from pipelines.reports._inputs import QUARANTINE, QUARANTINE_LABEL, Inputs
 from pipelines.reports.spreadsheets import save_workbook, write_csv, write_sheet
 
-__all__ = ["QUARANTINE", "write_followup_lists", "write_quality_sheets"]
+__all__ = ["CLOSED_SHEET", "QUARANTINE", "write_followup_lists", "write_quality_sheets"]
+CLOSED_SHEET = "已整改"  # the follow-up workbook's sheet of items closed by a rectification
 
 
-def write_followup_lists(items: pd.DataFrame, report_dir: Path, as_of: date) -> tuple[Path, Path]:
+def write_followup_lists(
+    items: pd.DataFrame, report_dir: Path, as_of: date, *, closed: pd.DataFrame | None = None
+) -> tuple[Path, Path]:
+    """Write 跟进清单_<as_of>.xlsx and .csv; return their paths.
+
+    The XLSX has one sheet per liaison group of the open ``items`` (each with how many
+    rectifications it has had and the latest one's date and note), and, when ``closed`` is
+    given, a sheet 已整改 of the items a rectification closed: who, when and what was done,
+    beside the original finding. The CSV holds the open items only.
+    """
     shown = fu.display(items)
     xlsx = report_dir / f"跟进清单_{as_of.isoformat()}.xlsx"
     wb = Workbook(write_only=True)
-    dated = {"发现日期", "整改期限"}
+    wrap = {fu.HEADERS["content"], fu.HEADERS["last_attempt_note"]}
     if shown.empty:
         write_sheet(wb, "跟进清单", shown)  # headers only: nothing open
     groups = list(dict.fromkeys(shown[fu.HEADERS["liaison_group"]])) if len(shown) else []
     for g in groups:
         part = shown[shown[fu.HEADERS["liaison_group"]] == g]
-        write_sheet(wb, str(g), part, wrap={fu.HEADERS["content"]} - dated)
+        write_sheet(wb, str(g), part, wrap=wrap)
+    if closed is not None:
+        done = fu.display(closed, fu.CLOSED_HEADERS)
+        write_sheet(wb, CLOSED_SHEET, done, wrap={fu.CLOSED_HEADERS[c] for c in ("content", "fix_action")})  # fmt: skip
     save_workbook(wb, xlsx)
     csv = report_dir / f"跟进清单_{as_of.isoformat()}.csv"
     write_csv(shown, csv)

@@ -8,14 +8,15 @@ Layout under the outputs folder (``--out``, default ``settings.outputs_dir``)::
     2023-06-30/                    one folder per as-of date; a re-run replaces its files
         月调度通报_2023-06_公开版.html / .xlsx   aggregates only: for WeChat 山水龙阳
         月调度通报_2023-06_内部版.html / .xlsx   adds groups, masked follow-ups, data checks
-        跟进清单_2023-06-30.xlsx / .csv          open items, one sheet per liaison group
+        跟进清单_2023-06-30.xlsx / .csv          open items, one sheet per liaison group (xlsx:
+                                                 and 已整改, the items closed by a rectification)
         数据质量_2023-06-30.xlsx / .csv          flagged rows, one sheet per form
         photos/                                  the photos of the findings on the maps
 
 Steps: store → :func:`pipelines.reports._inputs.load_inputs` (plan, register, rosters,
 boundaries, tidy tables) → :func:`pipelines.analysis.indicators.compute_progress` (at the as-of
 date and at the end of the previous month, for "completed this month") →
-:func:`pipelines.analysis.checks.check_forms` → :func:`pipelines.analysis.followups.follow_ups`
+:func:`pipelines.analysis.checks.check_forms` → :func:`pipelines.analysis.followups.follow_up_book`
 → :mod:`~pipelines.reports.dispatch` and :mod:`~pipelines.reports.lists` →
 :func:`geo.maps.draw_maps` → :func:`pipelines.reports.index.write_index`.
 
@@ -57,12 +58,14 @@ class Outputs:
     submissions: int  # live submissions read from the store
     progress: Progress
     checks: Checks
-    followups: pd.DataFrame  # :data:`pipelines.analysis.followups.COLUMNS`, masked
+    followups: pd.DataFrame  # open items: :data:`pipelines.analysis.followups.OPEN_COLUMNS`, masked
     warnings: tuple[str, ...] = ()
     seconds: dict[str, float] = field(default_factory=dict)  # phase -> seconds
     quarantined: int = 0  # records in the store's quarantine (listed in the data-quality sheets)
     inputs: Inputs | None = None  # what was read: the portal cuts pages and maps to a scope
     previous: Progress | None = None  # at the end of the previous month ("this month" columns)
+    # items closed by a rectification: :data:`pipelines.analysis.followups.CLOSED_COLUMNS`, masked
+    closed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=fu.CLOSED_COLUMNS))
 
     @property
     def empty(self) -> bool:
@@ -107,17 +110,20 @@ def refresh_outputs(settings, as_of: date, out_dir: Path | None = None) -> Outpu
         gps_accuracy_m=settings.gps_accuracy_m, senders=data.senders,
     )  # fmt: skip
     clock.lap("checks")
-    items = fu.follow_ups(
+    book = fu.follow_up_book(
         data.forms, as_of=as_of, year=year, plan=data.plan, villages=data.villages,
-        rosters=data.rosters if data.rosters_known else None,
+        rosters=data.rosters if data.rosters_known else None, senders=data.senders,
     )  # fmt: skip
+    items = book.open
     clock.lap("followups")
 
     report_dir = out_dir / as_of.isoformat()
     with writing(report_dir):
         report_dir.mkdir(parents=True, exist_ok=True)
     files = write_dispatch(settings, data, as_of, progress, previous, items, checks, report_dir)
-    files["followups_xlsx"], files["followups_csv"] = write_followup_lists(items, report_dir, as_of)
+    files["followups_xlsx"], files["followups_csv"] = write_followup_lists(
+        items, report_dir, as_of, closed=book.closed
+    )
     files["quality_xlsx"], files["quality_csv"] = write_quality_sheets(
         checks, data, report_dir, as_of
     )
@@ -137,7 +143,7 @@ def refresh_outputs(settings, as_of: date, out_dir: Path | None = None) -> Outpu
         as_of=as_of, out_dir=out_dir, report_dir=report_dir, files=files, index=index, maps=maps,
         submissions=sum(data.counts.values()), progress=progress, checks=checks,
         followups=items, warnings=tuple(data.notes + data.warnings), seconds=clock.laps,
-        quarantined=len(data.quarantine), inputs=data, previous=previous,
+        quarantined=len(data.quarantine), inputs=data, previous=previous, closed=book.closed,
     )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ which answers 404 for a key the person may not open, exactly as for one that doe
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from geo.villages import Village, load_villages
 from pipelines.config import SHANGHAI
@@ -23,6 +24,7 @@ from pipelines.server import auth
 from pipelines.server.scopes import Scope, resolve, scopes_for
 
 _TEMPLATES = Path(__file__).parent / "templates"
+_NEXT = re.compile(r"^/(?!/)[A-Za-z0-9/_.~-]{0,200}$")  # what /login takes as next
 _env = Environment(loader=FileSystemLoader(_TEMPLATES), autoescape=True, trim_blocks=True,
                    lstrip_blocks=True)  # fmt: skip
 # Pages load manyi's own CSS and scripts from /static and nothing else; no inline script.
@@ -107,16 +109,38 @@ def local_time(moment: datetime | None) -> str:
     return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
 
 
-def render(request: Request, st, template: str, visitor: Visitor | None, status: int = 200,
-           **context) -> HTMLResponse:  # fmt: skip
-    """A portal page (templates/portal/…, extending portal_base.html.j2)."""
+def page_html(request: Request, st, template: str, visitor: Visitor | None, **context) -> str:
+    """The HTML of a portal page (templates/portal/…, extending portal/base.html.j2). Its
+    数据截至 line is ``data_as_of`` when given, else the refresher's last good snapshot's.
+    ``csrf_token`` stands in for the session's token in the page's forms (the portal caches
+    pages with a placeholder there and puts each session's token in per request)."""
     refresher = getattr(st, "refresher", None)
     status_now = refresher.status() if refresher is not None else None
-    html = _env.get_template(template).render(
+    return _env.get_template(template).render(
         static_url=f"{st.base_url(request)}/static", visitor=visitor, refresh=status_now,
         local_time=local_time, **context,
     )  # fmt: skip
+
+
+def render(request: Request, st, template: str, visitor: Visitor | None, status: int = 200,
+           **context) -> HTMLResponse:  # fmt: skip
+    """A portal page (templates/portal/…, extending portal/base.html.j2) as the answer."""
+    html = page_html(request, st, template, visitor, **context)
     return HTMLResponse(html, status, headers=dict(HEADERS))
+
+
+async def read_form(request: Request) -> dict[str, str] | None:
+    """A small urlencoded form posted by a portal page (16 KB at most), or None if it is not
+    one; the same reader as the login form's."""
+    return await auth._read_form(request)
+
+
+def to_login(request: Request) -> Response:
+    """303 to /login, back to this page afterwards (a plain path only: anything else is
+    dropped, as the login form drops it)."""
+    path = request.url.path
+    nxt = f"?next={path}" if _NEXT.match(path) else ""
+    return RedirectResponse(f"/login{nxt}", 303, headers={"Cache-Control": "no-store"})
 
 
 def not_found(request: Request, st, visitor: Visitor | None = None) -> Response:

@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -253,8 +254,9 @@ def _sweep_parts(folder: Path) -> None:
                 part.unlink()
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the server until interrupted (uvicorn, one process)."""
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, as_of: date | None = None) -> None:  # fmt: skip
+    """Run the server until interrupted (uvicorn, one process); ``as_of`` fixes the portal's
+    report date (default: today, within the plan year)."""
     import uvicorn
 
     trusted = [p.strip() for p in (settings.trusted_proxies or "").split(",") if p.strip()]
@@ -263,7 +265,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
     if raw := os.environ.get("MANYI_SERVE_BODY_TIMEOUT_S"):
         limits = Limits(body_timeout_s=float(raw))
     uvicorn.run(
-        create_app(settings, limits),
+        create_app(settings, limits, Refresher(settings, as_of=as_of)),
         host=host,
         port=port,
         access_log=False,

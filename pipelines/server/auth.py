@@ -67,6 +67,12 @@ EVENTS = (
     "session_rejected",
     "person_disabled",
     "link_rotated",
+    # the town manager's pages (pipelines/server/manage.py)
+    "person_added",
+    "person_enabled",
+    "links_printed",
+    "month_published",
+    "month_unpublished",
 )
 _TOUCH = timedelta(minutes=1)  # last_seen_at is written at most this often per session
 _FORM_BYTES = 16 * 1024  # a login or password form; anything bigger is not one
@@ -500,7 +506,7 @@ class _Portal:
                 db.execute("UPDATE passwords SET hash = ? WHERE login = ?", (new_digest, login))
         sid = _new_session(st.store, login, address, request.cookies.get(SESSION_COOKIE))
         nxt = form.get("next", "")
-        response = RedirectResponse(nxt if _NEXT.match(nxt) else "/account", 303,
+        response = RedirectResponse(nxt if _NEXT.match(nxt) else "/portal/", 303,
                                     headers={"Cache-Control": "no-store"})  # fmt: skip
         self._cookie(response, request, SESSION_COOKIE, sid, int(LIFETIME.total_seconds()))
         self._cookie(response, request, _PRE_COOKIE, None)

@@ -19,6 +19,11 @@ answers in the recorded exchanges (``tests/data/central/25_*`` … ``33_*``, ``9
   XML is parsed in a worker thread, not on the event loop.
 * Photo part names are bare file names, as Collect sends them: a name with ``/``, ``\\``, a
   control character or a leading ``.`` is refused (400).
+
+:func:`receive` is the one submission path: the link's endpoint and the portal's
+(``POST /portal/submission``, session and CSRF) both call it, each with its own
+:class:`Accepts` (which forms, which answers), so parsing, limits, photos, duplicates and the
+writer are the same for both.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from pipelines.server._catalog import BuiltForm
 from pipelines.server._submissions import (
     CONFLICT,
     Job,
+    Parsed,
     Refused,
     Sender,
     conflicts,
@@ -289,16 +295,35 @@ async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
+@dataclass(frozen=True)
+class Accepts:
+    """What an endpoint takes from a person: ``form(form_id)`` and ``answers(parsed)`` raise
+    :class:`Refused` for a submission it must not store. Both run before any photo is written,
+    so a refused submission leaves nothing behind. The default is the link's rule: the
+    person's own forms, any answers."""
+
+    form: Callable[[str], None] | None = None
+    answers: Callable[[Parsed], None] | None = None
+
+
 async def _submission_answer(request: Request, st, person: Person) -> Response:
-    """:func:`_submission`, its answer marked ``private, no-cache``: it holds only a status
+    return await receive(request, st, person)
+
+
+async def receive(request: Request, st, person: Person, accepts: Accepts = Accepts()) -> Response:  # fmt: skip
+    """``HEAD``/``POST`` of a submission from ``person`` (the sender stored with it), as
+    OpenRosa answers it. The answer is marked ``private, no-cache``: it holds only a status
     message, and with ``no-store`` Chromium's DevTools protocol never reports the POST as
-    finished (the browser tests watch the page's sends through it)."""
-    response = await _submission(request, st, person)
+    finished (the browser tests watch the page's sends through it). A stored submission
+    pokes the portal's refresher (it would see it at its next poll anyway)."""
+    response = await _submission(request, st, person, accepts)
     response.headers["Cache-Control"] = "private, no-cache"
+    if request.method == "POST" and response.status_code == 201 and getattr(st, "refresher", None):
+        st.refresher.poke()
     return response
 
 
-async def _submission(request: Request, st, person: Person) -> Response:
+async def _submission(request: Request, st, person: Person, accepts: Accepts) -> Response:
     limits = st.limits
     if request.method == "HEAD":
         return Response(None, 204, _headers(limits))
@@ -340,7 +365,7 @@ async def _submission(request: Request, st, person: Person) -> Response:
         except MultiPartException as e:
             return _refused(Refused(400, f"提交格式有误（bad multipart: {e.message}）"), limits)
     try:
-        return await _store(request, st, person, form)
+        return await _store(request, st, person, form, accepts)
     except Refused as e:
         return _refused(e, limits)
     finally:
@@ -351,7 +376,7 @@ def _refused(e: Refused, limits: Limits) -> Response:
     return openrosa_response(e.status, e.message, limits, error=True)
 
 
-async def _store(request: Request, st, person: Person, form) -> Response:
+async def _store(request: Request, st, person: Person, form, accepts: Accepts) -> Response:
     xml_part = form.get("xml_submission_file")
     if isinstance(xml_part, UploadFile):
         xml = await xml_part.read(MAX_XML_BYTES + 1)
@@ -365,9 +390,13 @@ async def _store(request: Request, st, person: Person, form) -> Response:
     built = st.catalog.forms().get(form_id)
     if built is None:
         raise Refused(404, f"服务器上没有表单 {form_id[:80]}（unknown form; build it first）")
-    if form_id not in person.forms(st.roles):
+    if accepts.form is not None:
+        accepts.form(form_id)
+    elif form_id not in person.forms(st.roles):
         raise Refused(403, f"表单 {form_id} 不在您的采集范围（not one of this person's forms）")
     parsed = await _off_loop(parse, xml, built)
+    if accepts.answers is not None:
+        accepts.answers(parsed)
     photos: list[tuple[str, UploadFile]] = []
     for key, value in form.multi_items():
         if key == "xml_submission_file" or not isinstance(value, UploadFile):

@@ -104,6 +104,7 @@ def render_fill_page(
     back_url: str | None = None,
     username: str | None = None,
     retry_seconds: float = RETRY_SECONDS,
+    csrf_token: str | None = None,
 ) -> str:
     """The page that fills one form in ODK Web Forms.
 
@@ -111,7 +112,11 @@ def render_fill_page(
     Send keeps the answers (XML and photos) in IndexedDB, then posts them as OpenRosa multipart
     to ``submission_url``; they leave the browser only on 201/202, and are retried on load, when
     the phone comes back online and every ``retry_seconds``. ``username`` fills the form's
-    ``username`` meta question."""
+    ``username`` meta question.
+
+    With ``csrf_token`` (the portal's pages, signed in by the session cookie) the form, its
+    files and the submission are fetched with the cookie, and the submission carries the
+    token as ``X-CSRF-Token``; without it (a collection link) no cookie is ever sent."""
     static_url = static_url.rstrip("/")
     config = {
         "formTitle": form_title,
@@ -121,6 +126,8 @@ def render_fill_page(
         "username": username,
         "retryMs": int(retry_seconds * 1000),
     }
+    if csrf_token:
+        config["csrfToken"] = csrf_token
     return _env.get_template("fill.html.j2").render(
         form_title=form_title,
         back_url=back_url,

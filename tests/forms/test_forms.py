@@ -1,5 +1,5 @@
-"""The 13 field-check forms: they build, pass ODK Validate, follow the conventions, and hold
-the fields every later stage reads."""
+"""The 13 field-check forms and the rectification form (整改反馈): they build, pass ODK
+Validate, follow the conventions, and hold the fields every later stage reads."""
 
 from __future__ import annotations
 
@@ -102,6 +102,13 @@ STRUCTURE: dict[str, dict[str, tuple[str, bool]]] = {
         "item/department": ("select_one", REQ), "item/publish_date": ("date", REQ),
         "item/title": ("text", REQ), "item/channel": ("select_one", REQ), "item/link": ("text", OPT),
     },
+    # the portal prefills item_id, village and finding; photo is required only when done = yes
+    "rectification": {
+        "rectify/item_id": ("text", REQ), "rectify/village": ("select_one", OPT),
+        "rectify/finding": ("text", OPT), "rectify/action": ("text", REQ),
+        "rectify/done": ("select_one", REQ), "rectify/photo": ("image", OPT),
+        "rectify/fix_date": ("date", REQ),
+    },
 }  # fmt: skip
 REPEATS = {
     "sanitation_sweep": ("findings",),
@@ -119,7 +126,7 @@ def schema(report: BuildReport, form_id: str) -> FormSchema:
     return load_schema(report.out_dir, form_id)
 
 
-def test_all_thirteen_forms_build_and_pass_odk_validate(built: BuildReport) -> None:
+def test_all_fourteen_forms_build_and_pass_odk_validate(built: BuildReport) -> None:
     assert built.problems == []
     assert built.validated, "ODK Validate must run here (Java is installed by .ci/run)"
     assert sorted(b.form_id for b in built.built) == sorted(STRUCTURE) == FORM_IDS

@@ -13,7 +13,9 @@ and :data:`~.rules.RULES` (a table, one entry per form) adds what makes the year
   (``When``), subjects' state over time (a road's cumulative km, a square built mid-year) and
   geopoints inside the chosen village;
 - *people's habits* (:mod:`.habits`): a seeded set of slow villages that fall behind, findings
-  rectified late or never, a few submissions with bad GPS or sent twice, edits and reviews.
+  rectified late or never, a few submissions with bad GPS or sent twice, edits and reviews;
+- *rectifications* (:mod:`.fixes`): once the other forms are filled, the follow-up items the
+  villages fix, each reported with the rectification form under the id the lists give it.
 
 A form without an entry still simulates (monthly, per village when it has a village field), so
 a new form needs no new code. The whole year is always generated, then cut at ``as_of``: a
@@ -38,10 +40,12 @@ from forms.schema import Field, FormSchema
 from geo.boundaries import Boundaries
 from geo.roads import illustrative_roads
 from geo.villages import Village
+from pipelines.analysis.followups import RECTIFICATION
 from pipelines.analysis.plan import Plan, load_plan
 from pipelines.analysis.rosters import Rosters, pick_lists
 from pipelines.config import SHANGHAI
 from pipelines.demo.simulate._data import _local, _put, _utc
+from pipelines.demo.simulate.fixes import _choose, _rectifications
 from pipelines.demo.simulate.habits import (
     EDITED,
     _afterwards,
@@ -144,6 +148,7 @@ class _Draft:
     photos: list[str]
     updated: datetime | None = None
     review: str | None = None
+    fixing: frozenset[int] = frozenset()  # entries reported fixed by a rectification: no edit
 
 
 class _Form:
@@ -341,6 +346,10 @@ class _Sim(_Calendar):
         duplicates = _duplicate(self, drafts, rng)
         bad_gps = _spoil_gps(self, drafts, rng)
         numbers = _plant_numbers(self, drafts)
+        # from the whole year as filled, before any edit: the same rectifications at any as-of
+        targets = _choose(self, drafts, set(duplicates))
+        if targets:
+            drafts[RECTIFICATION] = _rectifications(self, targets)
         edited: list[str] = []
         records: dict[str, list[Record]] = {}
         for form_id, items in drafts.items():
@@ -399,6 +408,8 @@ class _Sim(_Calendar):
         return _Draft(form, iid, data, start, end, submitted, village, list(ctx.photos))
 
     def _username(self, form: _Form, ctx: _Ctx, rng: random.Random) -> str:
+        if ctx.values.get("username"):  # given by the schedule (a town item's rectification)
+            return ctx.values["username"]
         role, key = form.rule.who
         if key.startswith("pool:"):
             return f"{role}-{rng.randint(1, int(key[5:])):02d}"

@@ -122,9 +122,9 @@ def _afterwards(sim: _Sim, form: _Form, d: _Draft, rng: random.Random, cutoff: d
     if fu is not None:
         slow = d.village in sim.slow
         closed: list[tuple[dict[str, Any], datetime]] = []
-        for item in _items(d.data, fu.repeat):
-            if item.get(fu.field) != fu.value or not item.get(fu.due):
-                continue
+        for k, item in enumerate(_items(d.data, fu.repeat), 1):
+            if item.get(fu.field) != fu.value or not item.get(fu.due) or k in d.fixing:
+                continue  # (a rectification reports the fix of an entry in d.fixing)
             if rng.random() >= fu.share[slow]:
                 continue  # never rectified: overdue once its day passes
             due = date.fromisoformat(item[fu.due])
@@ -142,7 +142,7 @@ def _afterwards(sim: _Sim, form: _Form, d: _Draft, rng: random.Random, cutoff: d
     later = d.submitted + timedelta(days=rng.uniform(0.5, 12))
     if roll < EDIT_RATE:
         # a second look corrects a free-text answer (one given, so it is relevant)
-        texts = [f for f in form.top.values() if f.type == "text" and not f.required]
+        texts = [f for f in form.top.values() if f.type == "text" and not f.required and f.name not in rule.readonly]  # fmt: skip
         answered = [f for f in texts if _get(d.data, f.path)]
         if answered and later <= cutoff:
             _put(d.data, answered[0].path.split("/"), _get(d.data, answered[0].path) + "（已更正）")  # fmt: skip

@@ -1,17 +1,20 @@
 """The town's rules: what makes each form's year realistic, one :class:`FormRule` a form.
 
 A rule says who fills the form and when (``plan``, see :mod:`.schedule`), how its fields are
-answered (``fields``, see :mod:`.spec`), how many entries its repeats get, and which findings
-are followed up. A form without an entry still simulates (monthly, per village when it has a
-village field), so a new form needs no new code. How people fall behind, err and correct
-themselves is :mod:`.habits`.
+answered (``fields``, see :mod:`.spec`), how many entries its repeats get, which findings are
+closed by an edit (``followup``) and which follow-up items villages report fixed with the
+rectification form (``fixes``, see :mod:`.fixes`). A form without an entry still simulates
+(monthly, per village when it has a village field), so a new form needs no new code. How people
+fall behind, err and correct themselves is :mod:`.habits`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from pipelines.analysis.followups import SANITATION_KIND
 from pipelines.analysis.plan import Plan
 from pipelines.demo.simulate.schedule import Dated, Periodic, Roster, _md_plus
 from pipelines.demo.simulate.spec import (
@@ -44,8 +47,9 @@ from pipelines.demo.simulate.spec import (
 @dataclass(frozen=True)
 class Followup:
     """Repeat entries left open (``field`` = ``value``) and closed later by an edit of the
-    submission, on a day up to their due date: (normal, slow) share closed; the edit sets
-    ``becomes`` and blanks the fields that are then no longer relevant."""
+    submission, on a day up to their due date: (normal, slow) share closed, of the entries not
+    reported fixed with the rectification form (those stay open in the submission); the edit
+    sets ``becomes`` and blanks the fields that are then no longer relevant."""
 
     repeat: str
     field: str
@@ -57,9 +61,35 @@ class Followup:
 
 
 @dataclass(frozen=True)
+class Fixes:
+    """Follow-up items of a form that are reported fixed with the rectification form (整改反馈).
+
+    An item is an entry of ``repeat`` (None: the whole submission) whose ``when`` field has one
+    of the values (None: every entry); ``kind`` is its kind in the follow-up lists
+    (:mod:`pipelines.analysis.followups`), part of its id. ``latest``: the fields naming a
+    subject whose lists keep only its latest submission; then only the subject's last one of the
+    year is fixed. A (normal, slow village) ``share`` of the items is fixed ``days`` after it was
+    found (slower in slow villages). ``what``: the fields describing the item (choice labels or
+    text); ``done`` and ``not_yet``: what people write when it is fixed or not yet (``{what}`` is
+    the first field's answer).
+    """
+
+    kind: str
+    share: tuple[float, float]
+    days: tuple[int, int]
+    what: tuple[str, ...]
+    done: tuple[str, ...]
+    not_yet: tuple[str, ...]
+    repeat: str | None = None
+    when: tuple[str, tuple[str, ...]] | None = None
+    latest: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class FormRule:
     """The realism of one form. ``who``: (role, field naming the person's post, or
-    ``pool:N`` for N interchangeable staff); ``subject``: what a duplicate repeats."""
+    ``pool:N`` for N interchangeable staff); ``subject``: what a duplicate repeats;
+    ``readonly``: answers filled in for the person, which no later edit touches."""
 
     plan: tuple[Roster | Periodic | Dated, ...]
     fields: Mapping[str, Spec] = field(default_factory=dict)
@@ -70,6 +100,8 @@ class FormRule:
     subject: str | None = None
     approve: float = 0.05
     followup: Followup | None = None
+    fixes: Fixes | None = None
+    readonly: tuple[str, ...] = ()
 
 
 _YES = ("yes",)
@@ -112,6 +144,29 @@ _SAY: dict[str, tuple[str, ...]] = {
              "公益电影：《你好，李焕英》", "公益电影：《我和我的家乡》", "公益电影：《中国医生》",
              "公益电影：《万里归途》", "科教片：《农村安全用电》", "科教片：《小麦病虫害防治》"),
 }  # fmt: skip
+# What a village writes in a rectification (整改措施): (fixed, not yet) per kind of item.
+_FIXED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sanitation": (("已组织村保洁员将{what}清理完毕，现场已清扫干净", "{what}已清运，已督促农户不再乱堆乱放",
+                    "村两委带领党员志愿者集中清理{what}，已恢复整洁", "已联系农户自行清理{what}，村干部现场验收",
+                    "{what}已清理，纳入网格员日常巡查"),
+                   ("已通知农户清理{what}，农户外出务工，尚未清理完毕", "{what}已清理大部分，剩余部分本周内清运",
+                    "清运车辆紧张，{what}尚未清运完毕")),
+    "fitness": (("已联系厂家维修{what}，恢复正常使用", "已更换{what}损坏部件并紧固螺丝", "已补装{what}，经验收合格"),
+                ("{what}已设置警示标识暂停使用，等待厂家配件", "已报镇文体站，{what}待统一维修")),
+    "lighting": (("已更换灯头，路灯恢复亮灯", "线路已检修，恢复正常照明", "已联系供电所维修，夜间复查亮灯正常"),
+                 ("已报修，等待更换灯杆", "配件未到，已在路口设置临时照明")),
+    "patrol": (("已督促整改，现场复查合格", "已清理消防通道并张贴警示标识", "村两委已约谈经营户，隐患已消除"),
+               ("已下发整改通知，限期整改", "经营户正在整改，将再次复查")),
+    "suggestion": (("已向群众反馈办理情况，群众表示满意", "已提交村民议事会讨论，并入户答复",
+                    "已上报镇相关部门，并电话答复群众"),
+                   ("已记录群众意见，正在协调相关部门", "已入户解释政策，群众仍有意见，继续跟进")),
+}  # fmt: skip
+
+
+def _fixes(say: str, kind: str, share: tuple[float, float], days: tuple[int, int], what: tuple[str, ...], **how: Any) -> Fixes:  # fmt: skip
+    return Fixes(kind, share, days, what, *_FIXED[say], **how)
+
+
 _FESTIVALS = {"eryueer": "{village}二月二龙抬头民俗活动", "womens_day": "三八妇女节健步走",
               "youth_day": "五四青年志愿服务活动", "chongyang": "重阳节敬老登山活动",
               "climbing": "全民健身登山比赛", "picking": "龙阳采摘节",
@@ -241,8 +296,13 @@ RULES: dict[str, FormRule] = {
         },
         repeats={"findings": Repeat((1, 4), when=(("has_findings",), _YES))},
         who=("cadre", "village"), subject="village",
+        # half the findings left 待整改 are reported fixed with the rectification form (fewer
+        # in slow villages), some closed by an edit of the sweep; of those still 待整改 in the
+        # data, 55–65% have a rectification
         followup=Followup("findings", "status", "to_rectify", "cleared", "rectify_by",
-                          share=(0.9, 0.45), clear=("rectify_by", "responsible")),
+                          share=(0.5, 0.2), clear=("rectify_by", "responsible")),
+        fixes=_fixes("sanitation", SANITATION_KIND, (0.5, 0.3), (2, 30), ("kind",),
+                     repeat="findings", when=("status", ("to_rectify",))),
     ),
     "fitness_square": FormRule(
         plan=(Periodic("quarter", prob=0.6, within=(0.05, 0.95), slow_skip=0.2),),
@@ -264,6 +324,9 @@ RULES: dict[str, FormRule] = {
         },
         repeats={"equipment": Repeat((3, 8), when=(("equipment_present",), _YES))},
         who=("wenti", "pool:3"), subject="village",
+        fixes=_fixes("fitness", "健身器材损坏/缺失", (0.35, 0.15), (5, 45), ("item_kind", "condition"),
+                     repeat="equipment", when=("condition", ("damaged", "missing")),
+                     latest=("village",)),
     ),
     "culture_event": FormRule(
         plan=(
@@ -300,6 +363,8 @@ RULES: dict[str, FormRule] = {
             "photo": Photo(0.3),
         },
         who=("police", "pool:12"), hours=(9, 23),
+        fixes=_fixes("patrol", "治安隐患", (0.3, 0.15), (1, 20), ("place_kind", "place_name", "issues"),
+                     when=("issues_found", _YES)),
     ),
     "police_monthly": FormRule(
         plan=(Periodic("month", per=None, previous=True, within=(0.0, 0.15)),),
@@ -327,6 +392,15 @@ RULES: dict[str, FormRule] = {
             "needs_follow_up": When(("suggestion",), None, W({"yes": 6, "no": 4})),
         },
         who=("cadre", "village"), hours=(9, 19),
+        fixes=_fixes("suggestion", "群众意见建议", (0.06, 0.02), (3, 30), ("suggestion",),
+                     when=("needs_follow_up", _YES)),
+    ),
+    # No schedule: :mod:`.fixes` sends one for each follow-up item a village fixes.
+    "rectification": FormRule(
+        plan=(),
+        fields={"photo": By(("done",), {"yes": Photo(), "no": Photo(0.3)})},
+        who=("cadre", "village"), minutes=(2, 8), approve=0.3,
+        readonly=("item_id", "village", "finding"),
     ),
     "publicity_item": FormRule(
         plan=(Periodic("week", per="department", count=(1, 2), prob=_PUBLICITY_WEEKS),),
@@ -413,4 +487,13 @@ def _lighting_rule(lit: Sequence[str]) -> FormRule:
         },
         who=("cadre", "pool:4"),
         hours=(19, 22),
+        fixes=_fixes(
+            "lighting",
+            "路灯故障",
+            (0.3, 0.3),
+            (2, 20),
+            ("road", "road_other", "section", "fault_kind"),
+            repeat="faults",
+            latest=("road", "road_other", "section"),
+        ),
     )

@@ -6,19 +6,23 @@ import { config, showPending, showStatus } from "./status.js";
 
 const cfg = config();
 const refresh = () => showPending(cfg.submissionUrl);
+// A portal page (signed in by its session cookie) sends the cookie and its CSRF token;
+// a collection link's page never sends a cookie.
+const credentials = cfg.csrfToken ? "same-origin" : "omit";
+if (cfg.csrfToken) outbox.useCsrfToken(cfg.csrfToken);
 
 // jr://file/x.csv, jr://file-csv/x.csv, jr://images/x.jpg: served beside the form.
 function fetchFormAttachment(url) {
   const href = String(url && url.href ? url.href : url);
   const name = href.replace(/^jr:\/\/[^/]+\//, "").split("/").pop();
-  return fetch(cfg.attachmentBaseUrl + encodeURIComponent(name), { credentials: "omit" });
+  return fetch(cfg.attachmentBaseUrl + encodeURIComponent(name), { credentials });
 }
 
 async function onSubmit(payload, callback) {
   const formData = payload.data[0];
   let item;
   try {
-    item = await outbox.fromFormData(formData, cfg.submissionUrl, cfg.formTitle);
+    item = await outbox.fromFormData(formData, cfg.submissionUrl, cfg.formTitle, !!cfg.csrfToken);
     await outbox.put(item);
   } catch (err) {
     // Not saved: keep the answers on screen (no reset) and say so.
@@ -52,7 +56,7 @@ async function start() {
   const mount = document.getElementById("manyi-form");
   let formXml;
   try {
-    const response = await fetch(cfg.formXmlUrl, { credentials: "omit" });
+    const response = await fetch(cfg.formXmlUrl, { credentials });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     formXml = await response.text();
   } catch (err) {

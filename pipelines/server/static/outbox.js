@@ -71,9 +71,18 @@ function instanceId(xml) {
   }
 }
 
+// A portal page's CSRF token (the session's): items filled on a portal page are sent with the
+// session cookie and this token. The token is never stored with the item: the one of the page
+// that sends is used, so a form kept across a new login still goes.
+let csrfToken = null;
+export function useCsrfToken(token) {
+  csrfToken = token || null;
+}
+
 // The FormData of Web Forms' submit payload as storable parts: the XML text, and each
 // photo's bytes, name and type (Blobs in IndexedDB are not reliable on every phone browser).
-export async function fromFormData(formData, submissionUrl, formTitle) {
+// `session`: the item goes to a portal endpoint, with the session cookie and CSRF token.
+export async function fromFormData(formData, submissionUrl, formTitle, session = false) {
   let xml = null;
   let xmlName = "submission.xml";
   const files = [];
@@ -101,6 +110,7 @@ export async function fromFormData(formData, submissionUrl, formTitle) {
     savedAt: new Date().toISOString(),
     status: "pending",
     message: "",
+    session: !!session,
   };
 }
 
@@ -117,19 +127,22 @@ function serverMessage(text) {
 }
 
 // One POST as ODK Collect makes it. Outcome: "sent", "retry" (offline, timeout, 5xx, 408, 429,
-// a captive portal's 200) or "refused" (any other 4xx: the server will not take it, so the
-// item stays with the server's message and is not sent again).
+// a captive portal's 200, a portal item's 401: signed out, sent once signed in again) or
+// "refused" (any other 4xx: the server will not take it, so the item stays with the server's
+// message and is not sent again).
 async function send(item) {
   const body = new FormData();
   body.append("xml_submission_file", new Blob([item.xml], { type: "text/xml" }), item.xmlName);
   for (const f of item.files) body.append(f.name, new Blob([f.bytes], { type: f.type }), f.name);
+  const headers = { "X-OpenRosa-Version": "1.0" };
+  if (item.session) headers["X-CSRF-Token"] = csrfToken;
   let response;
   try {
     response = await fetch(item.url, {
       method: "POST",
       body,
-      headers: { "X-OpenRosa-Version": "1.0" },
-      credentials: "omit",
+      headers,
+      credentials: item.session ? "same-origin" : "omit",
       cache: "no-store",
       // a 301/302 would turn the POST into a GET and drop the form: never follow one
       redirect: "manual",
@@ -145,7 +158,8 @@ async function send(item) {
   const status = response.status;
   const text = await response.text().catch(() => "");
   const permanent = response.type === "opaqueredirect"
-    || (status >= 400 && status < 500 && status !== 408 && status !== 429);
+    || (status >= 400 && status < 500 && status !== 408 && status !== 429
+      && !(item.session && status === 401));
   if (!permanent) return "retry";
   item.status = "refused";
   item.message = response.type === "opaqueredirect"
@@ -160,6 +174,7 @@ async function sendAll() {
   const outcome = { sent: 0, retry: 0, refused: 0 };
   for (const item of await all()) {
     if (item.status !== "pending") continue;
+    if (item.session && !csrfToken) continue; // a portal item waits for a portal page
     const result = await send(item);
     outcome[result] += 1;
     if (result === "retry") break; // the server is unreachable: the rest wait for the next try

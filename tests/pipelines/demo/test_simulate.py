@@ -473,8 +473,9 @@ def test_findings_go_overdue_and_submissions_are_edited_and_reviewed(sim: Simula
         else:
             assert rec.submitted_at < rec.updated_at <= "2023-10-15T16:00:00.000Z"
     # edits closed findings left to rectify: cleared, their due day and who no longer asked
+    # (half the findings are reported fixed with the rectification form instead)
     closed = [ids[i] for i in sim.edited if ids[i].form_id == "sanitation_sweep"]
-    assert len(closed) > 20
+    assert len(closed) > 10
     for rec in closed:
         for item in rec.data["findings"]:
             assert (item["status"] == "to_rectify") == (item["rectify_by"] is not None)

@@ -181,7 +181,7 @@ def test_login_sets_a_session_cookie_httponly_lax_and_not_secure_on_http(portal:
                             ("Cache-Control", "no-store")]:  # fmt: skip
             assert value in page.headers[name]
         r = login(c, "yan.cadre")
-        assert r.status_code == 303 and r.headers["location"] == "/account"
+        assert r.status_code == 303 and r.headers["location"] == "/portal/"
         cookie = _set_cookie(r, SESSION_COOKIE).lower()
         assert "httponly" in cookie and "samesite=lax" in cookie and "path=/" in cookie
         assert "secure" not in cookie  # plain http, no trusted proxy
@@ -235,8 +235,8 @@ def test_the_session_id_changes_at_login_and_a_planted_one_is_worthless(portal: 
 
 
 def test_next_goes_only_to_a_path_of_this_server(portal: Portal) -> None:
-    for nxt, goes in [("/account", "/account"), ("//evil.example/x", "/account"),
-                      ("https://evil.example/", "/account"), ("/\\evil", "/account")]:  # fmt: skip
+    for nxt, goes in [("/account", "/account"), ("//evil.example/x", "/portal/"),
+                      ("https://evil.example/", "/portal/"), ("/\\evil", "/portal/")]:  # fmt: skip
         with portal.client() as c:
             form = c.get("/login", params={"next": nxt})
             data = {"login": "zhou.town", "password": PASSWORDS["zhou.town"], "csrf": _csrf(form)}
