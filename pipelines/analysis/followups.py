@@ -296,9 +296,13 @@ def rectifications(
     ids = _text(rows["item_id"]).map(lambda v: str(v).strip(), na_action="ignore")
     owner = ids.map(known.to_dict())  # the village of each rectification's item
     named = _column(rows, "village")
-    keep = ids.isin(known.index) & (named.map(_blank) | (named == owner))
-    keep &= _column(rows, "review_state") != "rejected"
-    rows = rows[keep.to_numpy(dtype=bool)].assign(item_id=ids[keep])
+    # a village's item only with its own village named; a town item (roads) with none
+    town_item = owner.map(_blank).to_numpy(dtype=bool)
+    blank = named.map(_blank).to_numpy(dtype=bool)
+    same = (named.astype(object) == owner.astype(object)).to_numpy(dtype=bool)
+    keep = ids.isin(known.index).to_numpy(dtype=bool) & ((town_item & blank) | (~town_item & same))
+    keep &= (_column(rows, "review_state") != "rejected").to_numpy(dtype=bool)
+    rows = rows[keep].assign(item_id=ids[keep])
     latest = latest_rows(rows, ["item_id"], "fix_date", year=year, as_of=as_of)
     out = pd.DataFrame(
         {

@@ -318,9 +318,10 @@ def _frame(
     out: dict[str, pd.Series] = {k: pd.Series(v, dtype=object) for k, v in index.items()}
     for f in fields:
         _typed(names[f.path], f, cols.pop(rel[f.path]), out)
-    for p in extra:
+    for p in extra:  # answers the schema does not declare: never in a declared column's place
         name = p.rsplit("/", 1)[-1]
-        _typed(name if name not in out else p, None, cols.pop(p), out)
+        key = name if name not in out else p if p not in out else f"undeclared:{p}"
+        _typed(key, None, cols.pop(p), out)
     n = len(rows)
     frame = pd.DataFrame({k: v.reset_index(drop=True) for k, v in out.items()}, index=range(n))
     return frame

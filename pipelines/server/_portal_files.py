@@ -54,24 +54,32 @@ MAP_CSP = (
 
 class Once:
     """``fn()`` run once per key in a worker thread; concurrent callers of a key wait for it.
-    A failure is not kept: the next request tries again."""
+    A failure is kept too (keys carry the snapshot id, so the next refresh tries again):
+    a scope whose maps cannot be drawn does not redraw on every request."""
 
     def __init__(self) -> None:
-        self._done: OrderedDict[tuple, object] = OrderedDict()
+        self._done: OrderedDict[tuple, tuple[bool, object]] = OrderedDict()
         self._locks: dict[tuple, asyncio.Lock] = {}
 
     async def get(self, key: tuple, fn: Callable[[], T]) -> T:
-        if key in self._done:
-            return self._done[key]  # type: ignore[return-value]
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            result = self._done.get(key)
-            if result is None:  # the first: make it (the others wait on the lock)
-                result = self._done[key] = await anyio.to_thread.run_sync(fn, limiter=_HEAVY)
-                while len(self._done) > _KEPT:
-                    self._done.popitem(last=False)
-        self._locks.pop(key, None)
-        return result  # type: ignore[return-value]
+        if key not in self._done:
+            lock = self._locks.setdefault(key, asyncio.Lock())
+            try:
+                async with lock:
+                    if key not in self._done:  # the first: make it (the others wait)
+                        try:
+                            made = (True, await anyio.to_thread.run_sync(fn, limiter=_HEAVY))
+                        except Exception as e:  # kept, raised again to every caller
+                            made = (False, e)
+                        self._done[key] = made
+                        while len(self._done) > _KEPT:
+                            self._done.popitem(last=False)
+            finally:
+                self._locks.pop(key, None)
+        ok, value = self._done.get(key, (False, RuntimeError("evicted")))
+        if not ok:
+            raise value  # type: ignore[misc]
+        return value  # type: ignore[return-value]
 
 
 def folder(snapshot, scope: Scope) -> Path:

@@ -14,7 +14,8 @@ import contextlib
 import io
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from defusedxml import ElementTree as SafeET
@@ -66,14 +67,25 @@ def _primary_instance(root: ET.Element) -> ET.Element | None:
     return None
 
 
-def answer(data: Mapping[str, Any], name: str) -> str | None:
-    """The text answer ``name`` of a submission's data, at the top or inside a group (the
-    first found, breadth first); None when absent or not text."""
-    level: list[Mapping[str, Any]] = [data]
-    while level:
-        for node in level:
-            value = node.get(name)
-            if isinstance(value, str):
-                return value.strip()
-        level = [v for node in level for v in node.values() if isinstance(v, Mapping)]
-    return None
+def answer(data: Mapping[str, Any], path: Sequence[str]) -> str | None:
+    """The text answer at ``path`` (the declared field's place, from :func:`field_paths`) of a
+    submission's data; None when absent or not text. Only the declared place counts: an
+    element a sender adds elsewhere with the same name is never read."""
+    node: Any = data
+    for part in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node.strip() if isinstance(node, str) else None
+
+
+@lru_cache(maxsize=8)
+def field_paths(xml: bytes) -> dict[str, tuple[str, ...]]:
+    """Field name → its path below the data root, from the form's ``<bind nodeset>``."""
+    root = SafeET.fromstring(xml, forbid_dtd=True)
+    out: dict[str, tuple[str, ...]] = {}
+    for bind in root.iter(f"{{{_XFORMS}}}bind"):
+        parts = (bind.get("nodeset") or "").strip("/").split("/")[1:]
+        if parts:
+            out.setdefault(parts[-1], tuple(parts))
+    return out

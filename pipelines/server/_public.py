@@ -56,7 +56,7 @@ PUBLIC_HEADERS = {
     "Content-Security-Policy": PUBLIC_CSP,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
-    "Cache-Control": "public, max-age=300",
+    "Cache-Control": "no-cache",  # withdrawn at once: every view asks the server again
 }
 _env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True,
                    trim_blocks=True, lstrip_blocks=True)  # fmt: skip
@@ -222,7 +222,7 @@ def _page(request: Request, st, template: str, status: int = 200, **context) -> 
     )  # fmt: skip
     headers = {**_pages.HEADERS, "X-Content-Type-Options": "nosniff"}
     # a missing month may be published any minute: only the list is cached
-    headers["Cache-Control"] = "public, max-age=300" if status == 200 else "no-store"
+    headers["Cache-Control"] = "no-cache" if status == 200 else "no-store"
     return HTMLResponse(html, status, headers=headers)
 
 

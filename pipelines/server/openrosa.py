@@ -306,8 +306,19 @@ class Accepts:
     answers: Callable[[Parsed], None] | None = None
 
 
+_PORTAL_ONLY = frozenset({"rectification"})  # sent from the portal's 处理, scope-checked there
+
+
 async def _submission_answer(request: Request, st, person: Person) -> Response:
-    return await receive(request, st, person)
+    def link_form(form_id: str) -> None:  # the link's rule: the person's own forms
+        if form_id in _PORTAL_ONLY:
+            raise Refused(
+                403, "整改反馈请在门户的跟进清单中点击「处理」发送（send it from the portal）"
+            )
+        if form_id not in person.forms(st.roles):
+            raise Refused(403, f"表单 {form_id} 不在您的采集范围（not one of this person's forms）")
+
+    return await receive(request, st, person, Accepts(form=link_form))
 
 
 async def receive(request: Request, st, person: Person, accepts: Accepts = Accepts()) -> Response:  # fmt: skip

@@ -59,7 +59,7 @@ from pipelines.server._pages import (
     signed_in,
     to_login,
 )
-from pipelines.server._portal_forms import FORM_ID, answer, prefilled
+from pipelines.server._portal_forms import FORM_ID, answer, field_paths, prefilled
 from pipelines.server._portal_view import ScopeView, Views
 from pipelines.server._submissions import Parsed, Refused
 from pipelines.server.openrosa import Accepts, log_path, openrosa_response, receive
@@ -363,14 +363,16 @@ class _Portal:
     def _in_scope(self, st, visitor: Visitor, parsed: Parsed) -> None:
         """A rectification must name an item (open or closed) of the person's scopes, with
         that item's village; else 403 and nothing is stored."""
-        iid = answer(parsed.data, "item_id")
+        form = st.catalog.forms().get(FORM_ID)
+        paths = field_paths(form.xml) if form is not None else {}
+        iid = answer(parsed.data, paths.get("item_id", ("item_id",)))
         snap = st.refresher.current()
         if iid and snap is not None:
             for scope in _top(visitor):
                 item = self.views.get(snap.id, snap.outputs, scope).items.get(iid)
                 if item is None:
                     continue
-                if (answer(parsed.data, "village") or "") != (item.village_code or ""):
+                if (answer(parsed.data, paths.get("village", ("village",))) or "") != (item.village_code or ""):  # fmt: skip
                     break
                 return
         raise Refused(

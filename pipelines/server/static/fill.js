@@ -9,7 +9,7 @@ const refresh = () => showPending(cfg.submissionUrl);
 // A portal page (signed in by its session cookie) sends the cookie and its CSRF token;
 // a collection link's page never sends a cookie.
 const credentials = cfg.csrfToken ? "same-origin" : "omit";
-if (cfg.csrfToken) outbox.useCsrfToken(cfg.csrfToken);
+if (cfg.csrfToken) outbox.useCsrfToken(cfg.csrfToken, cfg.username);
 
 // jr://file/x.csv, jr://file-csv/x.csv, jr://images/x.jpg: served beside the form.
 function fetchFormAttachment(url) {
@@ -22,7 +22,9 @@ async function onSubmit(payload, callback) {
   const formData = payload.data[0];
   let item;
   try {
-    item = await outbox.fromFormData(formData, cfg.submissionUrl, cfg.formTitle, !!cfg.csrfToken);
+    item = await outbox.fromFormData(
+      formData, cfg.submissionUrl, cfg.formTitle, !!cfg.csrfToken, cfg.username,
+    );
     await outbox.put(item);
   } catch (err) {
     // Not saved: keep the answers on screen (no reset) and say so.

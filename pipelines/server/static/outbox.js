@@ -71,18 +71,22 @@ function instanceId(xml) {
   }
 }
 
-// A portal page's CSRF token (the session's): items filled on a portal page are sent with the
-// session cookie and this token. The token is never stored with the item: the one of the page
-// that sends is used, so a form kept across a new login still goes.
+// A portal page's CSRF token (the session's) and its login: items filled on a portal page are
+// sent with the session cookie and this token. The token is never stored with the item (the
+// one of the page that sends is used, so a form kept across a new login of the same person
+// still goes), but the login is: on a shared phone, a form one person filled waits for that
+// person's next login and is never sent as someone else.
 let csrfToken = null;
-export function useCsrfToken(token) {
+let csrfLogin = null;
+export function useCsrfToken(token, login) {
   csrfToken = token || null;
+  csrfLogin = login || null;
 }
 
 // The FormData of Web Forms' submit payload as storable parts: the XML text, and each
 // photo's bytes, name and type (Blobs in IndexedDB are not reliable on every phone browser).
 // `session`: the item goes to a portal endpoint, with the session cookie and CSRF token.
-export async function fromFormData(formData, submissionUrl, formTitle, session = false) {
+export async function fromFormData(formData, submissionUrl, formTitle, session = false, owner = null) {
   let xml = null;
   let xmlName = "submission.xml";
   const files = [];
@@ -111,6 +115,7 @@ export async function fromFormData(formData, submissionUrl, formTitle, session =
     status: "pending",
     message: "",
     session: !!session,
+    owner: session ? owner : null,
   };
 }
 
@@ -174,7 +179,8 @@ async function sendAll() {
   const outcome = { sent: 0, retry: 0, refused: 0 };
   for (const item of await all()) {
     if (item.status !== "pending") continue;
-    if (item.session && !csrfToken) continue; // a portal item waits for a portal page
+    // a portal item waits for a portal page of the person who filled it
+    if (item.session && (!csrfToken || (item.owner && item.owner !== csrfLogin))) continue;
     const result = await send(item);
     outcome[result] += 1;
     if (result === "retry") break; // the server is unreachable: the rest wait for the next try

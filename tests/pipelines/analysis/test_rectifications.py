@@ -244,3 +244,45 @@ def test_a_town_item_closes_without_a_village_and_names_who_sent_it(build: Path)
     # a town item's fix naming a village is not its own
     forms[RECT] = fixes(build, {"item_id": lamp["item_id"], "village": V1, "done": "yes", "fix_date": "2023-06-20"})  # fmt: skip
     assert book(forms).closed.empty
+
+
+def test_a_village_items_fix_must_name_its_village_and_the_server_names_who_sent_it(
+    build: Path,
+) -> None:
+    forms = {"sanitation_sweep": sweep(build)}
+    iid = pile(book(forms))["item_id"]
+    # a blank village: not this village's fix (it could come from anyone with the form)
+    forms[RECT] = fixes(build, {"item_id": iid, "done": "yes", "fix_date": "2023-06-10"})
+    assert book(forms).closed.empty
+    forms[RECT] = fixes(
+        build,
+        {"item_id": iid, "village": V1, "done": "yes", "fix_date": "2023-06-10",
+         "username": "typed.by.anyone"},
+    )  # fmt: skip
+    sender = SimpleNamespace(form_id=RECT, instance_id="uuid:r1", login="yan", name="闫干部")
+    # the person the server took it from, not the username typed into the form
+    assert book(forms, senders=[sender]).closed["closed_by"].tolist() == ["闫干部"]
+    assert book(forms).closed["closed_by"].tolist() == ["typed.by.anyone"]
+
+
+def test_an_undeclared_answer_never_takes_a_declared_fields_column(build: Path) -> None:
+    """A sender adding <item_id> or <village> outside the form's own group must not change
+    which item or village the declared answers name."""
+    forms = {"sanitation_sweep": sweep(build)}
+    items = book(forms).open
+    mine = items[items["village_code"] == V1]["item_id"].iloc[0]
+    theirs = items[items["village_code"] == V2]["item_id"].iloc[0]
+    data = {
+        "item_id": theirs, "village": V2,  # undeclared, at the top
+        "extra": {"item_id": theirs, "village": V2},  # undeclared, in a made-up group
+        "rectify": {"item_id": mine, "village": V1, "finding": "垃圾堆", "action": "已清运",
+                    "done": "yes", "photo": None, "fix_date": "2023-06-10"},
+    }  # fmt: skip
+    rec = {"form_id": RECT, "instance_id": "uuid:r9", "form_version": "1",
+           "submitted_at": "2023-06-10T00:00:00Z", "data": data}  # fmt: skip
+    forms[RECT] = tidy([rec], load_schema(build, RECT))
+    table = forms[RECT].table
+    assert table["item_id"].tolist() == [mine] and table["village"].tolist() == [V1]
+    after = book(forms)
+    assert after.closed["item_id"].tolist() == [mine]
+    assert theirs in set(after.open["item_id"])

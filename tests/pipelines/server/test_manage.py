@@ -416,7 +416,7 @@ def test_a_published_month_is_public_frozen_and_withdrawn_on_unpublish(site: Sit
         page = anon.get("/public/2026-11")
         assert page.status_code == 200
         headers = page.headers
-        assert headers["Cache-Control"] == "public, max-age=300"
+        assert headers["Cache-Control"] == "no-cache"  # withdrawn at once
         assert headers["X-Content-Type-Options"] == "nosniff"
         csp = headers["Content-Security-Policy"]
         assert "default-src 'none'" in csp and "style-src 'unsafe-inline'" in csp

@@ -18,6 +18,7 @@ import httpx
 import openpyxl
 import pytest
 
+from tests.pipelines.server._collect import multipart
 from tests.pipelines.server._server import settings_env
 from tests.pipelines.server.test_portal import (
     FAR_SECRET,
@@ -113,6 +114,40 @@ def test_a_rectification_without_a_session_or_the_csrf_token_or_out_of_scope_sto
         # a form other than the rectification is not taken here
         _, other = sweep(portal.versions["sanitation_sweep"], V_YAN, [("pile", _day(), "p.jpg")], "x")  # fmt: skip
         assert _portal_post(c, other, {"p.jpg": JPEG}, token).status_code == 403
+
+
+def test_an_undeclared_item_id_cannot_pass_another_villages_fix_through_the_scope_check(portal: Portal) -> None:  # fmt: skip
+    """The scope check reads the form's own <rectify><item_id>, not an element a sender adds
+    elsewhere with the same name."""
+    version = portal.versions["rectification"]
+    mine, far = portal.items["yan_late"], portal.items["far"]
+    with portal.browser("yan.cadre") as c:
+        token = _csrf(_seen(c, portal))
+        iid, xml = rectification(version, far, V_FAR, "已清运", "yes", "fix.jpg")
+        decoy = f"<item_id>{mine}</item_id><village>{V_YAN}</village>".encode()
+        for hostile in (xml.replace(b"<rectify>", decoy + b"<rectify>"),  # at the top
+                        xml.replace(b"<rectify>", b"<aaa>" + decoy + b"</aaa><rectify>")):  # fmt: skip
+            r = _portal_post(c, hostile, {"fix.jpg": JPEG}, token)
+            assert r.status_code == 403, r.text
+            assert _stored(portal, iid) == []
+
+
+def test_a_rectification_through_a_collection_link_is_refused(portal: Portal) -> None:
+    """Only the portal's 处理 (scope-checked) takes a rectification; a link cannot, even for
+    a person given the form."""
+    version = portal.versions["rectification"]
+    iid, xml = rectification(version, portal.items["far"], V_FAR, "已清运", "yes", "fix.jpg")
+    body, ctype = multipart(xml, {"fix.jpg": JPEG}, "整改反馈", False)
+    r = httpx.post(f"{portal.links['yan.cadre']}/submission", content=body,
+                   headers={"Content-Type": ctype, "X-OpenRosa-Version": "1.0"})  # fmt: skip
+    assert r.status_code == 403 and "门户" in r.text
+    assert _stored(portal, iid) == []
+    # the link still takes the person's own forms
+    _, sweep_xml = sweep(portal.versions["sanitation_sweep"], V_YAN, [("pile", _day(), "p.jpg")], "x")  # fmt: skip
+    body, ctype = multipart(sweep_xml, {"p.jpg": JPEG}, "巡查", False)
+    r = httpx.post(f"{portal.links['yan.cadre']}/submission", content=body,
+                   headers={"Content-Type": ctype, "X-OpenRosa-Version": "1.0"})  # fmt: skip
+    assert r.status_code == 201, r.text
 
 
 def test_a_new_link_needs_the_csrf_token_and_stops_the_old_one(portal: Portal) -> None:
