@@ -41,6 +41,11 @@ users_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(users_app, name="users")
+tables_app = typer.Typer(
+    help="Columnar analytic tables (分析表) under data_dir/tables: kept up to date by pull and report.",
+    no_args_is_help=True,
+)
+app.add_typer(tables_app, name="tables")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -280,10 +285,10 @@ def quarantine_list(
     form: Annotated[str | None, typer.Option("--form", help="Only this form id.")] = None,
 ) -> None:
     """List the records kept aside because they could not be read, with the reason for each."""
-    from pipelines.store import open_store
+    from pipelines.store import open_store, store_exists
 
     s = _settings(ctx)
-    if not s.store_path.exists():
+    if not store_exists(s):
         out.print("0 record(s) in quarantine (no store yet)", highlight=False)
         return
     with open_store(s, read_only=True) as store:
@@ -295,6 +300,34 @@ def quarantine_list(
             markup=False, highlight=False, soft_wrap=True,
         )  # fmt: skip
     out.print(f"{len(items)} record(s) in quarantine", highlight=False)
+
+
+@tables_app.command("rebuild")
+def tables_rebuild(ctx: typer.Context) -> None:
+    """Throw the analytic tables away and build them again from the store (the store is the
+    record; the tables are a copy the report reads)."""
+    from pipelines.store import open_store, store_exists
+    from pipelines.tables import rebuild_all
+
+    s = _settings(ctx)
+    if not store_exists(s):
+        out.print("还没有数据库（no store yet）：先运行 manyi pull", highlight=False)
+        return
+    with open_store(s, read_only=True) as store:
+        done = rebuild_all(s, store)
+    for form_id in done.rebuilt:
+        out.print(
+            f"{form_id}: {done.changed.get(form_id, 0):,} 条提交已重建（rebuilt）", highlight=False
+        )
+    for form_id in done.unbuilt:
+        err.print(
+            f"{form_id}: 未构建该表单，分析表未建（not built: run manyi forms build）",
+            highlight=False,
+        )
+    out.print(
+        f"分析表已重建：{len(done.rebuilt)} 个表单（tables rebuilt for {len(done.rebuilt)} form(s)）",
+        highlight=False,
+    )
 
 
 def _shanghai(utc: str | None) -> str:
@@ -603,6 +636,13 @@ def serve(
             help="The portal's report date YYYY-MM-DD (default: today, within the plan year).",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="Server processes (more than 1 needs a PostgreSQL store_url).",
+        ),
+    ] = 1,
 ) -> None:
     """Receive forms from phones (OpenRosa, Web Forms) and serve the portal at /login."""
     from pipelines.server.app import serve as run
@@ -614,7 +654,7 @@ def serve(
         "(Ctrl-C stops)",
         markup=False, highlight=False,
     )  # fmt: skip
-    run(s, host=host, port=port, as_of=day)
+    run(s, host=host, port=port, as_of=day, workers=workers)
 
 
 def _line(text: object) -> str:
@@ -633,7 +673,12 @@ def _scrub(text: str) -> str:
 _RUN: dict[str, Path | None] = {}
 
 # Environment variables whose values never reach the terminal or a crash log.
-_SECRET_ENV = ("MANYI_CENTRAL_PASSWORD", "MANYI_KOBO_TOKEN", "MANYI_TIANDITU_KEY")
+_SECRET_ENV = (
+    "MANYI_CENTRAL_PASSWORD",
+    "MANYI_KOBO_TOKEN",
+    "MANYI_TIANDITU_KEY",
+    "MANYI_STORE_URL",
+)
 
 
 def _crash_log(error: BaseException) -> Path | None:

@@ -92,6 +92,9 @@ class Settings:
     kobo_url: str | None = None
     kobo_token: Secret | None = field(default=None, repr=False)
     tianditu_key: Secret | None = field(default=None, repr=False)
+    # None: the SQLite file under data_dir (embedded); postgresql://… a shared database. A
+    # Secret: the URL may hold the password (MANYI_STORE_URL; never in manyi.toml).
+    store_url: Secret | None = field(default=None, repr=False)
     config_file: Path | None = None
     origins: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -156,10 +159,12 @@ class Settings:
                 f"roles file {self.roles} ({self._origin('roles')}) does not exist; check `roles` / MANYI_ROLES"
             )
         _check_plan(self.plan, self._origin("plan"))
+        if self.store_url:
+            check_store_url(self.store_url.get(), self._origin("store_url"))
 
     def _secret_values(self) -> tuple[str, ...]:
-        held = (self.central_password, self.kobo_token, self.tianditu_key)
-        return tuple(s.get() for s in held if s)
+        held = (self.central_password, self.kobo_token, self.tianditu_key, self.store_url)
+        return tuple(s.get() for s in held if s) + _url_password(self.store_url)
 
     def _origin(self, name: str) -> str:
         return self.origins.get(name, "the built-in default")
@@ -173,7 +178,37 @@ class Settings:
         return self.rosters_dir if self.rosters_dir is not None else self.data_dir / "rosters"
 
 
-_SECRETS = {"central_password", "kobo_token", "tianditu_key"}
+_SECRETS = {"central_password", "kobo_token", "tianditu_key", "store_url"}
+
+
+def _url_password(url: Secret | None) -> tuple[str, ...]:
+    try:
+        password = urlsplit(url.get()).password if url else None
+    except ValueError:
+        password = None
+    return (password,) if password else ()
+
+
+def check_store_url(url: str, origin: str) -> None:
+    """``postgresql://[user[:password]@]host[:port]/database``; the message never shows the
+    password."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("postgresql", "postgres")
+        or not parts.path.strip("/")
+        or not (parts.hostname or "host=" in parts.query)
+    ):
+        shown = scrub(url, _url_password(Secret(url)))
+        raise ConfigError(
+            f"store_url {shown!r} ({origin}) is not a PostgreSQL URL; write it like "
+            "postgresql://db.example.org:5432/manyi (user and password in MANYI_STORE_URL or "
+            "~/.pgpass), or leave it empty for the SQLite file under data_dir"
+        )
 
 
 def _check_extent(extent: tuple[float, ...], origin: str) -> None:
@@ -318,7 +353,13 @@ def _resolve(
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid TOML ({e}); fix the file or remove it") from None
         for key, value in table.items():
-            if key in _TOML_FORBIDDEN:
+            if key == "store_url" and isinstance(value, str) and _url_password(Secret(value)):
+                raise ConfigError(
+                    f"{path}: store_url holds a password, which must not be in a committed "
+                    "file; remove it from the URL and put it in ~/.pgpass, or set the whole "
+                    "URL in MANYI_STORE_URL in the environment instead"
+                )
+            if key in _TOML_FORBIDDEN - {"store_url"}:
                 raise ConfigError(
                     f"{path}: '{key}' is a secret and must not be in a committed file; "
                     f"remove it and set MANYI_{key.upper()} in the environment instead"

@@ -18,16 +18,27 @@
   the file nor migrates it, and works on a data directory the user cannot write.
 
 The SQL is kept portable (``INSERT … ON CONFLICT … DO UPDATE``, TEXT/INTEGER columns, no
-AUTOINCREMENT) so a PostgreSQL backend needs only a different connection and paramstyle.
+AUTOINCREMENT). With ``store_url = postgresql://…`` the same store lives in PostgreSQL
+(psycopg 3), for a shared server (``manyi serve --workers N``, pulls on other machines):
+:class:`_PgConnection` speaks the SQLite dialect the callers write (``?`` placeholders,
+``BEGIN IMMEDIATE``, ``INSERT OR IGNORE``), the migrations are translated (TEXT in byte
+order, ``COLLATE "C"``, as SQLite compares; INTEGER as BIGINT), and ``BEGIN IMMEDIATE``
+takes one transaction-scoped advisory lock, so writers queue one at a time exactly as they
+do on SQLite and a page still reads what it compares with under its own write lock. Its
+faults are the same :class:`StoreError` lines, naming the server and database, never the
+password.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
+import itertools
 import json
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -35,8 +46,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pipelines.errors import DataError
+from pipelines.errors import DataError, scrub
 from pipelines.records import (
     Quarantined,
     Record,
@@ -317,15 +329,163 @@ class _Connection(sqlite3.Connection):
             raise self.fault(e) from None
 
 
-class Store:
-    """The SQLite store. Open with :func:`open_store`; use as a context manager."""
+# pg_advisory_xact_lock key of the store's one writer at a time ("manyi" in ASCII).
+WRITE_LOCK = 0x6D616E7969
+_PG_TIMEOUT = "30s"  # as SQLite's busy timeout: wait this long for the writer's lock
+_CURSORS = itertools.count()
 
-    def __init__(self, path: Path, data_dir: Path, read_only: bool = False):
+
+class _PgError(sqlite3.DatabaseError):
+    """A psycopg error in the clothes of an SQLite one, so every ``except sqlite3.Error``
+    of the store handles both backends; ``pg`` is psycopg's exception."""
+
+    def __init__(self, pg: Exception):
+        super().__init__(str(pg))
+        self.pg = pg
+
+
+def _pg_text(value: Any) -> Any:
+    # PostgreSQL text cannot hold NUL (SQLite can); keep the rest of the text readable
+    return value.replace("\x00", "\\u0000") if isinstance(value, str) and "\x00" in value else value
+
+
+@functools.lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    """The SQLite-dialect statement in PostgreSQL's: ``?`` → ``%s`` (outside quotes, with
+    ``%`` doubled for psycopg), ``IS [NOT] ?`` → ``IS [NOT] DISTINCT FROM`` and ``INSERT OR
+    IGNORE`` → ``ON CONFLICT DO NOTHING``."""
+    parts = sql.replace("%", "%%").split("'")
+    parts[::2] = [p.replace("?", "%s") for p in parts[::2]]
+    out = "'".join(parts)
+    # SQLite's IS / IS NOT compare with NULL as a value: PostgreSQL's IS [NOT] DISTINCT FROM
+    out = re.sub(r"\bIS\s+NOT\s+%s", "IS DISTINCT FROM %s", out, flags=re.IGNORECASE)
+    out = re.sub(r"\bIS\s+%s", "IS NOT DISTINCT FROM %s", out, flags=re.IGNORECASE)
+    if re.match(r"\s*INSERT\s+OR\s+IGNORE\s", out, re.IGNORECASE):
+        out = re.sub(r"OR\s+IGNORE\s", "", out, count=1, flags=re.IGNORECASE)
+        out += " ON CONFLICT DO NOTHING"
+    return out
+
+
+def _pg_ddl(statement: str) -> str:
+    """A migration in PostgreSQL's types: TEXT compared byte by byte as SQLite does (so
+    ordering and keys agree), INTEGER as 64-bit (file sizes, counts)."""
+    out = re.sub(r"\bTEXT\b", 'TEXT COLLATE "C"', statement)
+    return re.sub(r"\bINTEGER\b", "BIGINT", out)
+
+
+class _PgConnection:
+    """A psycopg 3 connection that takes the SQLite-dialect statements of the store and its
+    callers (``execute``/``executemany``/``in_transaction``), in autocommit mode so that
+    ``BEGIN`` … ``COMMIT`` are ours, as with SQLite's ``isolation_level=None``."""
+
+    fault: Callable[[sqlite3.Error], StoreError] | None = None
+
+    def __init__(self, url: str, read_only: bool):
+        import psycopg  # only a PostgreSQL store needs it
+
+        self._psycopg = psycopg
+        try:
+            self.conn = psycopg.connect(
+                url, autocommit=True, connect_timeout=10, application_name="manyi"
+            )
+            self.conn.execute(f"SET lock_timeout = '{_PG_TIMEOUT}'")
+            if read_only:
+                self.conn.execute("SET default_transaction_read_only = on")
+        except psycopg.Error as e:
+            raise _PgError(e) from None
+
+    @property
+    def in_transaction(self) -> bool:
+        idle = self._psycopg.pq.TransactionStatus.IDLE
+        return not self.conn.closed and self.conn.info.transaction_status != idle
+
+    def _fail(self, e: Exception) -> Exception:
+        err = _PgError(e)
+        return self.fault(err) if self.fault is not None else err
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            if sql.strip().upper() == "BEGIN IMMEDIATE":
+                # one writer at a time, as SQLite: a page compares and writes under it
+                self.conn.execute("BEGIN")
+                return self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            return self.conn.execute(_pg_sql(sql), [_pg_text(v) for v in params])
+        except self._psycopg.Error as e:
+            raise self._fail(e) from None
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
+        try:
+            cur = self.conn.cursor()
+            cur.executemany(_pg_sql(sql), [[_pg_text(v) for v in row] for row in rows])
+            return cur
+        except self._psycopg.Error as e:
+            raise self._fail(e) from None
+
+    def stream(self, sql: str, params: Sequence[Any], size: int = 2000) -> Iterator[Any]:
+        """Rows of a server-side cursor, ``size`` at a time: a million submissions are
+        never all in memory (``WITH HOLD``: the cursor outlives the autocommit)."""
+        try:
+            # a name of its own: a caller may read two forms' records at once
+            cur = self.conn.cursor(name=f"manyi_records_{next(_CURSORS)}", withhold=True)
+            cur.itersize = size
+            cur.execute(_pg_sql(sql), list(params))
+        except self._psycopg.Error as e:
+            raise self._fail(e) from None
+        try:
+            it = iter(cur)
+            while True:
+                try:
+                    row = next(it, None)
+                except self._psycopg.Error as e:
+                    raise self._fail(e) from None
+                if row is None:
+                    return
+                yield row
+        finally:
+            with contextlib.suppress(self._psycopg.Error):
+                cur.close()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def shown_url(url: str) -> str:
+    """``postgresql://user@host:port/db`` without the password or the query (which may hold
+    one), for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        user = f"{parts.username}@" if parts.username else ""
+    except ValueError:
+        return "postgresql://…"
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+
+class Store:
+    """The store: the SQLite file ``path``, or the PostgreSQL database at ``url`` (its
+    attachments still under ``data_dir``). Open with :func:`open_store`; use as a context
+    manager."""
+
+    def __init__(self, path: Path, data_dir: Path, read_only: bool = False, url: str | None = None):
         self.path = Path(path)
         self.data_dir = Path(data_dir)
         self.attachments_dir = self.data_dir / "attachments"
         self.read_only = read_only
-        self.db: _Connection | None = None
+        self.dialect = "postgresql" if url else "sqlite"
+        # what messages name: the file, or the server and database (never the password)
+        self.where = shown_url(url) if url else printable(self.path)
+        self._secret = urlsplit(url).password or "" if url else ""
+        self.db: Any = None
+        if url:
+            with self._guard():
+                self.db = _PgConnection(url, read_only)
+                if read_only:
+                    self._check_schema()
+                self.db.fault = self._fault
+                if not read_only:
+                    self._migrate()
+            return
         if read_only:
             self._open_read_only()
             return
@@ -375,18 +535,18 @@ class Store:
         try:
             current = self.schema_version or 0
         except sqlite3.DatabaseError as e:
-            if "no such table" not in str(e):
+            if not _no_table(e):
                 raise
             current = 0
         if current > len(MIGRATIONS):
             raise StoreError(
-                f"{printable(self.path)}: store schema version {current} is newer than this "
+                f"{self.where}: store schema version {current} is newer than this "
                 f"manyi ({len(MIGRATIONS)}); upgrade manyi"
             )
         if current == 0 and self.read_only:
             raise StoreError(
-                f"{printable(self.path)}: not a manyi store (no schema); point data_dir at "
-                "the folder `manyi pull` writes, or run `manyi pull` first"
+                f"{self.where}: not a manyi store (no schema); point data_dir (or store_url) "
+                "at the store `manyi pull` writes, or run `manyi pull` first"
             )
 
     @contextlib.contextmanager
@@ -418,6 +578,8 @@ class Store:
                 self.db.execute("ROLLBACK")
 
     def _fault(self, e: sqlite3.Error) -> StoreError:
+        if isinstance(e, _PgError):
+            return self._pg_fault(e.pg)
         name = getattr(e, "sqlite_errorname", None) or type(e).__name__
         where = printable(self.path)
         if name.startswith("SQLITE_FULL") or "disk is full" in str(e):
@@ -443,6 +605,38 @@ class Store:
         if name.startswith("SQLITE_IOERR"):
             return StoreError(f"{where}: disk I/O error ({name}); check the disk, then run again")
         return StoreError(f"{where}: store error ({name}: {printable(e, 200)})")
+
+    def _pg_fault(self, e: Exception) -> StoreError:
+        """PostgreSQL's faults as the same lines, by SQLSTATE; the password is scrubbed from
+        whatever the server or libpq said."""
+        code = getattr(e, "sqlstate", None) or ""
+        said = scrub(printable(str(e).strip(), 200), (self._secret,))
+        where = self.where
+        if not code or code.startswith(("08", "28", "3D")):  # cannot connect, auth, no database
+            return StoreError(
+                f"{where}: cannot reach the store ({said}); check store_url / MANYI_STORE_URL "
+                "(host, port, database, user; the password in MANYI_STORE_URL or ~/.pgpass) "
+                "and that PostgreSQL is running"
+            )
+        if code == "53100":
+            return StoreError(
+                f"{where}: the database server's disk is full; free some space there, then "
+                "run again: a pull continues from the last page it stored"
+            )
+        if code in ("42501", "25006"):
+            return StoreError(
+                f"{where}: cannot {'read' if self.read_only else 'write'} the store ({said}); "
+                "grant this database user the privileges on manyi's tables, or use the "
+                "owner's login in store_url"
+            )
+        if code in ("55P03", "57014", "40001", "40P01"):
+            return StoreError(
+                f"{where}: the store stayed locked by another manyi (a pull, a report or the "
+                f"server) for {_PG_TIMEOUT}; wait for it to finish, then run again"
+            )
+        if code.startswith("57P"):  # the server shut down or restarted under us
+            return StoreError(f"{where}: the database server went away ({said}); run again")
+        return StoreError(f"{where}: store error ({code}: {said})")
 
     @contextlib.contextmanager
     def _disk(self, path: Path) -> Iterator[None]:
@@ -478,6 +672,9 @@ class Store:
         self.close()
 
     def _migrate(self) -> None:
+        if self.dialect == "postgresql":
+            self._migrate_pg()
+            return
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
@@ -486,7 +683,7 @@ class Store:
         current = row[0] or 0
         if current > len(MIGRATIONS):
             raise StoreError(
-                f"{self.path}: store schema version {current} is newer than this manyi "
+                f"{self.where}: store schema version {current} is newer than this manyi "
                 f"({len(MIGRATIONS)}); upgrade manyi"
             )
         for version in range(current + 1, len(MIGRATIONS) + 1):
@@ -502,6 +699,33 @@ class Store:
             except BaseException:
                 self._rollback()
                 raise
+
+    def _migrate_pg(self) -> None:
+        """All pending migrations in one transaction under the writer's lock: DDL is
+        transactional in PostgreSQL, and two workers starting at once migrate once."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            current = self.schema_version or 0
+            if current > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.where}: store schema version {current} is newer than this manyi "
+                    f"({len(MIGRATIONS)}); upgrade manyi"
+                )
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    self.db.execute(_pg_ddl(statement))
+                self.db.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, now_utc()),
+                )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
 
     @property
     def schema_version(self) -> int:
@@ -711,6 +935,10 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY form_id, submitted_at, instance_id"
+        if self.dialect == "postgresql":
+            for row in self.db.stream(sql, args):
+                yield _record(row)
+            return
         rows = self.db.execute(sql, args)
         while True:
             try:
@@ -975,9 +1203,38 @@ def _record(row: Sequence[Any]) -> Record:
 
 
 def open_store(settings: Any, read_only: bool = False) -> Store:
-    """Open (and migrate) the store named by ``settings.store_path``; ``read_only`` opens an
-    existing store to read only (``manyi report``): no file created, nothing migrated."""
-    return Store(Path(settings.store_path), Path(settings.data_dir), read_only=read_only)
+    """Open (and migrate) the store: PostgreSQL at ``settings.store_url`` when set, else the
+    SQLite file ``settings.store_path``; ``read_only`` opens an existing store to read only
+    (``manyi report``): nothing created, nothing migrated."""
+    return Store(
+        Path(settings.store_path), Path(settings.data_dir), read_only=read_only, url=_url(settings)
+    )
+
+
+def store_exists(settings: Any) -> bool:
+    """Whether there is a store to read yet (a reader never creates one just to find it
+    empty): the SQLite file, or PostgreSQL's migrated schema. A server that cannot be
+    reached counts as a store, so that opening it says why."""
+    url = _url(settings)
+    if not url:
+        return Path(settings.store_path).is_file()
+    try:
+        with Store(Path(settings.store_path), Path(settings.data_dir), True, url=url):
+            return True
+    except StoreError as e:
+        return "not a manyi store" not in str(e)
+
+
+def _url(settings: Any) -> str | None:
+    url = getattr(settings, "store_url", None)  # a bare namespace in tests has none
+    url = url.get() if hasattr(url, "get") else url
+    return url or None
+
+
+def _no_table(e: sqlite3.Error) -> bool:
+    if isinstance(e, _PgError):
+        return getattr(e.pg, "sqlstate", None) == "42P01"
+    return "no such table" in str(e)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forms.schema import load_schema
 from pipelines._http import RetryNotice, RetryPolicy
 from pipelines.errors import ConfigError, DataError, ManyiError, SourceError
 from pipelines.records import Quarantined, Record, printable
 from pipelines.sources.base import Source
 from pipelines.store import Blob, PageCounts, Store, StoreError, open_store
+from pipelines.tables import catch_up
 
 SOURCES = ("central", "kobo", "files")
 
@@ -182,7 +184,8 @@ def pull(
             report.forms.append(result)
             started = time.monotonic()
             try:
-                _pull_form(src, store, form_id, result, progress_callback)
+                tables = _tables(settings, store, form_id, result.warnings)
+                _pull_form(src, store, form_id, result, progress_callback, tables)
             except StoreError:
                 raise  # the next form would hit the same disk
             except ManyiError as e:
@@ -234,8 +237,38 @@ def _default_forms(settings: Any, src: Source) -> list[str]:
     raise ConfigError(f"no --form given and {manifest} does not exist; name the forms to pull")
 
 
+def _tables(settings: Any, store: Store, form_id: str, warnings: list[str]) -> Callable[[], None]:
+    """Catch the form's columnar tables (:mod:`pipelines.tables`) up after a stored page. A form
+    not built here has no schema to type its tables: the report builds them once it is. The
+    tables can always be rebuilt, so a fault in them is a warning, never a failed pull."""
+    try:
+        schemas = [load_schema(Path(settings.build_dir), form_id)]
+    except (ManyiError, OSError, ValueError):
+        return lambda: None
+    failed: list[str] = []
+
+    def update() -> None:
+        if failed:
+            return
+        try:
+            catch_up(settings, store, form_id, schemas)
+        except (OSError, ValueError, ArithmeticError) as e:
+            failed.append(str(e))
+            warnings.append(
+                f"{form_id}：分析表未能更新（{e}），已存数据不受影响；"
+                "生成报告时会再试，或运行 manyi tables rebuild"
+            )
+
+    return update
+
+
 def _pull_form(
-    src: Source, store: Store, form_id: str, result: FormPull, progress: ProgressCallback | None
+    src: Source,
+    store: Store,
+    form_id: str,
+    result: FormPull,
+    progress: ProgressCallback | None,
+    tables: Callable[[], None] = lambda: None,
 ) -> None:
     with _Fetcher(src, store, form_id, result.warnings) as fetcher:
         # Files a killed run stored rows for but never fetched.
@@ -254,6 +287,7 @@ def _pull_form(
                 result.updated += counts.updated
                 result.deleted += counts.deleted
                 result.rows += page.rows
+                tables()
                 fetcher.submit(page.records)
             result.attachments += fetcher.drain()
 
@@ -269,6 +303,7 @@ def _pull_form(
             result._note(counts)
             result.pages += 1
             result.rows += page.rows
+            tables()  # this page's rows into the form's columnar tables
             # Downloads run beside the next page; rows are written once a file is whole.
             fetcher.submit(page.records)
             result.attachments += fetcher.drain()

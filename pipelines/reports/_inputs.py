@@ -1,6 +1,7 @@
 """What the processing step reads, in one :class:`Inputs`: the plan, the village register,
-the rosters, the boundaries, each form's records from the store tidied form by form (so only
-one form's records are in memory at a time), the stored photos of findings, and the store's
+the rosters, the boundaries, each form's tidy tables (read from the columnar tables of
+:mod:`pipelines.tables`, caught up with the store first: no stored JSON is parsed again but
+what changed), the stored photos of findings, and the store's
 quarantined records (隔离记录: form, source, id, reason; never the raw text).
 
 A configured ``rosters_dir`` that does not exist is one :class:`DataError` naming it.
@@ -22,11 +23,12 @@ from pipelines.analysis.followups import RECTIFICATION
 from pipelines.analysis.plan import Plan, check_against_forms, load_plan
 from pipelines.analysis.rosters import COLUMNS as ROSTER_COLUMNS
 from pipelines.analysis.rosters import Rosters, demo_rosters, load_rosters, validate_roster
-from pipelines.analysis.tidy import TidyForm, tidy
+from pipelines.analysis.tidy import TidyForm
 from pipelines.config import SHANGHAI
 from pipelines.errors import DataError
 from pipelines.privacy import scrub_text
-from pipelines.store import QuarantineItem, Sender, open_store
+from pipelines.store import QuarantineItem, Sender, open_store, store_exists
+from pipelines.tables import load_form
 
 NO_DATA = "暂无数据"
 QUARANTINE = "隔离记录"
@@ -77,14 +79,13 @@ def load_inputs(settings) -> Inputs:
     photos: dict[tuple[str, str, str], Photo] = {}
     quarantine = _quarantine_frame([], {})
     senders: list[Sender] = []
-    store_path = Path(settings.store_path)
-    if store_path.exists():  # never create a store just to find it empty
+    if store_exists(settings):  # never create a store just to find it empty
         with open_store(settings, read_only=True) as store:
             for form_id in sorted(plan.forms() | {RECTIFICATION}):  # 整改反馈 closes items
                 counts[form_id] = store.count(form_id)
                 if counts[form_id]:
                     schemas = _schemas(Path(settings.build_dir), form_id)
-                    forms[form_id] = tidy(store.records(form_id), schemas)
+                    forms[form_id] = load_form(settings, store, form_id, schemas)
                     warnings += _unknown_versions(forms[form_id], schemas)
             for form_id in sorted(PHOTO_FORMS & set(forms)):
                 photos.update(_stored_photos(store, form_id))

@@ -192,8 +192,10 @@ class Ingest:
     def _run(self) -> None:
         try:
             store = self._factory()
-            # 201 means on the disk: each commit waits for the WAL to be synced.
-            store.db.execute("PRAGMA synchronous=FULL")
+            # 201 means on the disk: each commit waits for the WAL to be synced
+            # (PostgreSQL's default, synchronous_commit=on, already does).
+            if store.dialect == "sqlite":
+                store.db.execute("PRAGMA synchronous=FULL")
         except BaseException as e:
             self._error = e
             self._ready.set()

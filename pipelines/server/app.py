@@ -1,7 +1,8 @@
 """`manyi serve`: the ASGI app (Starlette on uvicorn) phones send their forms to.
 
-One process: the forms of ``build_dir`` (``manyi forms build``), the store under
-``data_dir``, and the people of ``manyi users``. Links it writes (formList, manifest, media)
+One process (or ``--workers N`` processes sharing a PostgreSQL store, one of them refreshing
+the portal): the forms of ``build_dir`` (``manyi forms build``), the store (under
+``data_dir``, or ``store_url``), and the people of ``manyi users``. Links it writes (formList, manifest, media)
 start from ``public_url`` when set, else from the request's scheme and host; uvicorn takes
 ``X-Forwarded-Proto``/``-For`` only from ``trusted_proxies``.
 
@@ -20,12 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import pickle
+import re
+import shutil
+import socket
+import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -38,7 +46,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipelines.config import Settings
-from pipelines.errors import scrub
+from pipelines.errors import ConfigError, scrub
 from pipelines.server import auth, manage, portal, webforms
 from pipelines.server._catalog import Catalog
 from pipelines.server._submissions import Ingest
@@ -51,7 +59,7 @@ from pipelines.server.openrosa import (
     routes,
 )
 from pipelines.server.people import Person, Role, load_roles
-from pipelines.server.refresher import Refresher
+from pipelines.server.refresher import Refresher, Snapshot
 from pipelines.store import Store, open_store
 
 log = logging.getLogger("manyi.serve")
@@ -254,18 +262,27 @@ def _sweep_parts(folder: Path) -> None:
                 part.unlink()
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, as_of: date | None = None) -> None:  # fmt: skip
-    """Run the server until interrupted (uvicorn, one process); ``as_of`` fixes the portal's
-    report date (default: today, within the plan year)."""
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, as_of: date | None = None, workers: int = 1) -> None:  # fmt: skip
+    """Run the server until interrupted; ``as_of`` fixes the portal's report date (default:
+    today, within the plan year). ``workers`` > 1 runs that many uvicorn processes, which
+    needs a PostgreSQL store (``store_url``); one of them refreshes the portal
+    (:class:`_SharedRefresher`)."""
     import uvicorn
 
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: give 1 or more worker processes")
+    if workers > 1 and not settings.store_url:
+        raise ConfigError(
+            f"--workers {workers} needs a PostgreSQL store: the SQLite file under data_dir "
+            "takes one server process; set store_url / MANYI_STORE_URL "
+            "(postgresql://…), or run with --workers 1"
+        )
     trusted = [p.strip() for p in (settings.trusted_proxies or "").split(",") if p.strip()]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     limits = Limits()
     if raw := os.environ.get("MANYI_SERVE_BODY_TIMEOUT_S"):
         limits = Limits(body_timeout_s=float(raw))
-    uvicorn.run(
-        create_app(settings, limits, Refresher(settings, as_of=as_of)),
+    options = dict(
         host=host,
         port=port,
         access_log=False,
@@ -277,3 +294,161 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, as_of: 
         limit_concurrency=_MAX_CONNECTIONS,
         timeout_keep_alive=_KEEP_ALIVE_S,
     )
+    if workers == 1:
+        uvicorn.run(create_app(settings, limits, Refresher(settings, as_of=as_of)), **options)
+        return
+    # uvicorn starts each worker from an import string: the worker reads what this run was
+    # told from a file only this user can read (the settings hold the store's password)
+    folder = Path(tempfile.mkdtemp(prefix="manyi-serve-"))
+    told = folder / "settings.pickle"
+    fd = os.open(told, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        pickle.dump((settings, limits, as_of), out)
+    os.environ[_WORKER_ENV] = str(told)
+    try:
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn.Config(f"{__name__}:_worker_app", factory=True, workers=workers, **options)  # fmt: skip
+        log.info("manyi serve: %d workers on http://%s:%d", workers, host, port)
+        Multiprocess(config, sockets=[_listen(host, port)]).run()
+    finally:
+        os.environ.pop(_WORKER_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The workers' shared listening socket, made as uvicorn's bind_socket makes it but with
+    its protocol named: asyncio turns Nagle off on accepted connections only when the socket
+    says IPPROTO_TCP, and without that every answer waits ~40 ms for a delayed ACK."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({e.strerror}); stop what uses the port, or "
+            "choose another with --port"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+_WORKER_ENV = "MANYI_SERVE_WORKER_SETTINGS"
+_REFRESH_LOCK = 0x6D616E7972  # pg_try_advisory_lock key of the refreshing worker
+_SHARED = "shared.json"  # <portal root>/shared.json: the leader's latest snapshot
+_OUTPUTS = "outputs.pickle"
+
+
+def _worker_app() -> Starlette:
+    """One worker of ``manyi serve --workers N`` (a uvicorn factory)."""
+    with Path(os.environ[_WORKER_ENV]).open("rb") as f:
+        settings, limits, as_of = pickle.load(f)  # noqa: S301 - our own file, mode 0600
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return create_app(settings, limits, _SharedRefresher(settings, as_of=as_of))
+
+
+class _SharedRefresher(Refresher):
+    """The portal's refresher when several workers share a PostgreSQL store: one worker,
+    the one holding ``pg_try_advisory_lock`` on a connection of its own, refreshes; after
+    each snapshot it writes the snapshot's Outputs to ``<folder>/outputs.pickle`` and then,
+    atomically, ``<portal root>/shared.json`` naming it. The others poll that file and load
+    the newest snapshot; each also tries the lock, so when the leader dies (its connection
+    closes, the lock goes) another worker takes over. Trust: the pickle is read from the
+    server's own outputs folder; whoever can write there can already change what it serves
+    and runs as this user."""
+
+    def __init__(self, settings, *, as_of: date | None = None) -> None:
+        super().__init__(settings, as_of=as_of)
+        self._lead_conn = None
+        self._follower: threading.Thread | None = None
+        self._loaded: str | None = None
+
+    def start(self) -> None:
+        if self._try_lead():
+            super().start()
+            return
+        if self._follower is None:
+            self._follower = threading.Thread(
+                target=self._follow, name="manyi-refresh-follow", daemon=True
+            )
+            self._follower.start()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._follower is not None and self._follower is not threading.current_thread():
+            self._follower.join(1.0)
+        if self._lead_conn is not None:
+            with contextlib.suppress(Exception):
+                self._lead_conn.close()  # the lock goes with the session
+
+    def _try_lead(self) -> bool:
+        """Ask for the lock on this worker's own connection (kept: a follower asks again
+        every second); a broken connection is made again next time."""
+        import psycopg
+
+        try:
+            if self._lead_conn is None or self._lead_conn.closed:
+                self._lead_conn = psycopg.connect(
+                    self.settings.store_url.get(), autocommit=True, application_name="manyi-lead"
+                )
+            got = self._lead_conn.execute(
+                "SELECT pg_try_advisory_lock(%s)", (_REFRESH_LOCK,)
+            ).fetchone()[0]
+        except psycopg.Error as e:
+            log.warning("refresh: cannot ask who refreshes: %s", scrub(str(e)))
+            with contextlib.suppress(Exception):
+                self._lead_conn.close()
+            return False
+        if got:
+            log.info("this worker (pid %d) refreshes the portal", os.getpid())
+        return bool(got)
+
+    def _follow(self) -> None:
+        while not self._stopping.wait(min(self.poll_s, 1.0)):
+            if self._try_lead():
+                super().start()
+                return
+            with contextlib.suppress(Exception):  # a snapshot being replaced: next time
+                self._load()
+
+    def _load(self) -> None:
+        shared = json.loads((self.root / _SHARED).read_text(encoding="utf-8"))
+        sid = shared["id"]
+        if sid == self._loaded or not _SNAPSHOT_ID.match(sid):
+            return
+        folder = self.root / sid
+        with (folder / _OUTPUTS).open("rb") as f:
+            outputs = pickle.load(f)  # noqa: S301 - the server's own folder (see above)
+        snap = Snapshot(
+            sid,
+            folder,
+            date.fromisoformat(shared["as_of"]),
+            datetime.fromisoformat(shared["made_at"]),
+            datetime.fromisoformat(shared["data_as_of"]),
+            outputs,
+        )
+        with self._lock:
+            self._current = snap
+        self._loaded = sid
+
+    def _make(self) -> Snapshot:
+        snap = super()._make()
+        part = snap.folder / f".{_OUTPUTS}.part"
+        with part.open("wb") as out:
+            pickle.dump(snap.outputs, out, protocol=pickle.HIGHEST_PROTOCOL)
+        part.replace(snap.folder / _OUTPUTS)
+        body = {
+            "id": snap.id,
+            "as_of": snap.as_of.isoformat(),
+            "made_at": snap.made_at.isoformat(),
+            "data_as_of": snap.data_as_of.isoformat(),
+        }
+        shared = self.root / f".{_SHARED}.part"
+        shared.write_text(json.dumps(body), encoding="utf-8")
+        shared.replace(self.root / _SHARED)
+        return snap
+
+
+_SNAPSHOT_ID = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{4}$")

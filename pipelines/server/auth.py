@@ -205,13 +205,23 @@ def write_audit(store: Store, event: str, login: str | None, address: str | None
         _audit(db, event, login, address, detail)
 
 
+_AUDIT_SELECT = (
+    "SELECT at, login, address, event, detail FROM audit "
+    "WHERE (CAST(? AS TEXT) IS NULL OR login = ?) AND (CAST(? AS TEXT) IS NULL OR event = ?) "
+)
+_READ_AUDIT = {
+    # newest first in insertion order: SQLite's rowid; PostgreSQL has none, its ctid breaks
+    # ties of the same time (audit rows are never updated)
+    "sqlite": _AUDIT_SELECT + "ORDER BY rowid DESC LIMIT ?",
+    "postgresql": _AUDIT_SELECT + "ORDER BY at DESC, ctid DESC LIMIT ?",
+}
+
+
 def read_audit(store: Store, *, login: str | None = None, event: str | None = None,
                limit: int = 1000) -> list[AuditEntry]:  # fmt: skip
     """The newest audit rows first, optionally of one login or one event."""
     rows = store.db.execute(
-        "SELECT at, login, address, event, detail FROM audit WHERE (? IS NULL OR login = ?) "
-        "AND (? IS NULL OR event = ?) ORDER BY rowid DESC LIMIT ?",
-        (login, login, event, event, limit),
+        _READ_AUDIT[store.dialect], (login, login, event, event, limit)
     ).fetchall()
     return [AuditEntry(*r) for r in rows]
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from pipelines.config import SHANGHAI
 from pipelines.errors import ConfigError, DataError, ManyiError, scrub
 from pipelines.reports.process import Outputs, refresh_outputs
-from pipelines.store import Store, open_store
+from pipelines.store import Store, open_store, store_exists
 
 log = logging.getLogger("manyi.serve")
 
@@ -312,7 +312,7 @@ class Refresher:
 def _read_fingerprint(settings) -> _Print | None:
     """The store's fingerprint, or a fixed one when there is no store yet; None when it
     cannot be read just now (locked, being replaced)."""
-    if not Path(settings.store_path).is_file():
+    if not store_exists(settings):
         return _Print(("no store",), None)
     try:
         with open_store(settings, read_only=True) as store:
@@ -338,6 +338,8 @@ def _fingerprint(store: Store) -> _Print:
       page a pull stores moves it, so a deletion (a flag without any timestamp of its own),
       or a photo fetched late, is seen too.
     """
+    if store.dialect == "postgresql":
+        return _fingerprint_pg(store)
     db = store.db
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     marks: list[object] = [store.schema_version]
@@ -373,6 +375,61 @@ def _fingerprint(store: Store) -> _Print:
         pulls = db.execute("SELECT COUNT(*), MAX(updated_at) FROM sync_state").fetchone()
         marks.append(pulls)
         newest.append(pulls[1])
+    stamps = [t for t in newest if isinstance(t, str) and _parse(t) is not None]
+    return _Print(tuple(marks), max(stamps, key=_parse) if stamps else None)
+
+
+# each form's latest updated_at, by a skip-scan over submissions_form_updated
+_FORMS_UPDATED = """WITH RECURSIVE f(id) AS (
+    SELECT MIN(form_id) FROM submissions
+    UNION ALL
+    SELECT (SELECT MIN(form_id) FROM submissions WHERE form_id > f.id)
+    FROM f WHERE f.id IS NOT NULL)
+SELECT id, (SELECT MAX(updated_at) FROM submissions WHERE form_id = f.id)
+FROM f WHERE id IS NOT NULL"""
+
+
+def _fingerprint_pg(store: Store) -> _Print:
+    """PostgreSQL has no rowid. Every write moves an exact mark: a pull's page moves
+    ``sync_state`` (new rows, edits, deletion flags), `manyi serve` adds ``local_submissions``
+    rows, an edit moves its form's ``updated_at``, quarantine is small enough to count.
+    Photos, and anything else, move the server's per-table counters of inserted, updated
+    and deleted rows (``pg_stat_user_tables``: seen within about 10 s of a commit)."""
+    db = store.db
+    tables = {
+        r[0]
+        for r in db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+    }
+    marks: list[object] = [store.schema_version]
+    newest: list[str] = []
+    if "submissions" in tables:
+        forms = db.execute(_FORMS_UPDATED).fetchall()
+        marks.append(tuple(forms))
+        newest += [u for _, u in forms]
+    if "local_submissions" in tables:
+        local = db.execute("SELECT COUNT(*), MAX(received_at) FROM local_submissions").fetchone()
+        marks.append(tuple(local))
+        newest.append(local[1])
+    if "quarantine" in tables:
+        marks.append(
+            tuple(
+                db.execute(
+                    "SELECT COUNT(*), MAX(last_seen_at), SUM(tries) FROM quarantine"
+                ).fetchone()
+            )
+        )
+    if "sync_state" in tables:
+        pulls = db.execute("SELECT COUNT(*), MAX(updated_at) FROM sync_state").fetchone()
+        marks.append(tuple(pulls))
+        newest.append(pulls[1])
+    counters = db.execute(
+        "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables "
+        "WHERE schemaname = current_schema() AND relname IN ('submissions', 'attachments') "
+        "ORDER BY relname"
+    ).fetchall()
+    marks.append(tuple(tuple(r) for r in counters))
     stamps = [t for t in newest if isinstance(t, str) and _parse(t) is not None]
     return _Print(tuple(marks), max(stamps, key=_parse) if stamps else None)
 

@@ -15,6 +15,7 @@ from pipelines.errors import DataError, ManyiError
 from pipelines.records import Quarantined, Record, utc_text
 from pipelines.sources._central_records import geojson_to_xform
 from pipelines.store import MIGRATIONS, Published, Store, StoreError, open_store, safe_name
+from tests.pg import pg_cluster_fixture, pg_url_fixture  # noqa: F401 - fixtures
 
 
 def rec(iid: str, note: str = "a", **kw) -> Record:
@@ -31,8 +32,18 @@ def rec(iid: str, note: str = "a", **kw) -> Record:
     return Record(**base)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """The same behaviour on both backends: the SQLite file, and a real PostgreSQL database
+    (tests/pg.py), its attachments under the same data folder."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    s = Store(tmp_path / "data" / "manyi.sqlite", tmp_path / "data", url=url)
+    yield s
+    s.close()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def sqlite_store(tmp_path: Path) -> Store:
     s = Store(tmp_path / "data" / "manyi.sqlite", tmp_path / "data")
     yield s
     s.close()
@@ -280,7 +291,8 @@ def test_a_read_only_store_is_not_migrated(tmp_path: Path) -> None:
         assert store.schema_version == len(MIGRATIONS)
 
 
-def test_a_full_disk_is_one_line_and_the_page_leaves_nothing(store: Store) -> None:
+def test_a_full_disk_is_one_line_and_the_page_leaves_nothing(sqlite_store: Store) -> None:
+    store = sqlite_store
     store.write_page("central", "f", [rec("a")], cursor={"hwm": "1"})
     pages = store.db.execute("PRAGMA page_count").fetchone()[0]
     store.db.execute(f"PRAGMA max_page_count = {pages + 1}")  # SQLITE_FULL for real
