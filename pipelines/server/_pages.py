@@ -132,7 +132,7 @@ def render(request: Request, st, template: str, visitor: Visitor | None, status:
 async def read_form(request: Request) -> dict[str, str] | None:
     """A small urlencoded form posted by a portal page (16 KB at most), or None if it is not
     one; the same reader as the login form's."""
-    return await auth._read_form(request)
+    return await auth.read_form(request)
 
 
 def to_login(request: Request) -> Response:

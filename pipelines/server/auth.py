@@ -332,7 +332,7 @@ def session_for(request: Request, store: Store) -> Session | None:
     if reason:
         with store.transaction() as db:
             db.execute("DELETE FROM sessions WHERE id_sha256 = ?", (digest,))
-            _audit(db, "session_rejected", login, _address(request), reason)
+            _audit(db, "session_rejected", login, client_address(request), reason)
         return None
     if seen < _utc(now - _TOUCH):
         with store.transaction() as db:
@@ -349,7 +349,8 @@ def _end_session(store: Store, session: Session, address: str) -> None:
 
 
 # ---- HTTP ------------------------------------------------------------------------------
-def _address(request: Request) -> str:
+def client_address(request: Request) -> str:
+    """The client's address (the proxy's, unless uvicorn trusts it to say the client's)."""
     return request.client.host if request.client else "?"
 
 
@@ -359,20 +360,27 @@ def _secure(request: Request, public_url: str | None) -> bool:
     return request.url.scheme == "https" or (public_url or "").startswith("https://")
 
 
-async def _read_form(request: Request) -> dict[str, str] | None:
-    """A small urlencoded form (a login or password form), or None if it is not one."""
+async def read_fields(request: Request, *, max_bytes: int = _FORM_BYTES,
+                      max_fields: int = 20) -> dict[str, list[str]] | None:  # fmt: skip
+    """A small urlencoded form, every value of each field (the manager's add form repeats
+    villages), or None if it is not one or is bigger than ``max_bytes``."""
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):  # fmt: skip
         return None
     body = b""
     async for chunk in request.stream():
         body += chunk
-        if len(body) > _FORM_BYTES:
+        if len(body) > max_bytes:
             return None
     try:
-        fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+        return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields)
     except (UnicodeDecodeError, ValueError):
         return None
-    return {k: v[0] for k, v in fields.items()}
+
+
+async def read_form(request: Request) -> dict[str, str] | None:
+    """A small urlencoded form (a login or password form), first value of each field."""
+    fields = await read_fields(request)
+    return None if fields is None else {k: v[0] for k, v in fields.items()}
 
 
 _STYLE = (
@@ -477,17 +485,19 @@ class _Portal:
 
     async def post_login(self, request: Request) -> Response:
         st = self.state()
-        form = await _read_form(request)
+        form = await read_form(request)
         if form is None:
             return self.login_form(request, 400, "表单格式有误，请刷新后重试（bad form）")
         pre = request.cookies.get(_PRE_COOKIE, "")
         token = form.get("csrf", "").encode("utf-8", "replace")
         if not (_ID.match(pre) and hmac.compare_digest(token, self._pre_token(pre).encode())):
-            log.warning("login refused: CSRF token missing or wrong from %s", _address(request))
+            log.warning(
+                "login refused: CSRF token missing or wrong from %s", client_address(request)
+            )
             return self.login_form(request, 403, _CSRF_MESSAGE, nxt=form.get("next", ""))
         typed, password = form.get("login", "").strip().lower()[:64], form.get("password", "")
         login = typed if _LOGIN_TEXT.match(typed) else None  # else never a person's login
-        address = _address(request)
+        address = client_address(request)
         async with self._serial.hold(f"l:{login}" if login else "", f"a:{address}"):
             wait = _retry_after(st.store, login or "", address)
             if wait:
@@ -525,11 +535,11 @@ class _Portal:
     async def post_logout(self, request: Request) -> Response:
         st = self.state()
         session = session_for(request, st.store)
-        form = await _read_form(request)
+        form = await read_form(request)
         if session is not None:
             if not _csrf_ok(form, session):
                 return self.account(request, session, 403, _CSRF_MESSAGE)
-            _end_session(st.store, session, _address(request))
+            _end_session(st.store, session, client_address(request))
         response = RedirectResponse("/login", 303, headers={"Cache-Control": "no-store"})
         self._cookie(response, request, SESSION_COOKIE, None)
         return response
@@ -545,10 +555,10 @@ class _Portal:
         session = session_for(request, st.store)
         if session is None:
             return _to_login("/account")
-        form = await _read_form(request)
+        form = await read_form(request)
         if not _csrf_ok(form, session):
             return self.account(request, session, 403, _CSRF_MESSAGE)
-        login, address = session.person.login, _address(request)
+        login, address = session.person.login, client_address(request)
         async with self._serial.hold(f"l:{login}", f"a:{address}"):
             wait = _retry_after(st.store, login, address)
             if wait:

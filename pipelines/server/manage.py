@@ -26,7 +26,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import parse_qs
 
 import anyio
 from starlette.requests import Request
@@ -36,7 +35,7 @@ from starlette.routing import Route
 from pipelines.errors import DataError, ManyiError, scrub
 from pipelines.server import _pages, _public
 from pipelines.server._pages import Visitor
-from pipelines.server.auth import write_audit
+from pipelines.server.auth import client_address, read_fields, write_audit
 from pipelines.server.people import (
     Issued,
     Person,
@@ -78,23 +77,9 @@ class Card:
 
 
 # ---- requests ----------------------------------------------------------------------------
-def _address(request: Request) -> str:
-    return request.client.host if request.client else "?"
-
-
 async def _read_form(request: Request) -> dict[str, list[str]] | None:
     """A small urlencoded form with repeated fields (villages, groups), or None."""
-    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):  # fmt: skip
-        return None
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _FORM_BYTES:
-            return None
-    try:
-        return parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
-    except (UnicodeDecodeError, ValueError):
-        return None
+    return await read_fields(request, max_bytes=_FORM_BYTES, max_fields=200)
 
 
 def _one(form: dict[str, list[str]], key: str) -> str:
@@ -211,13 +196,15 @@ class _Manage:
             return None, _pages.not_found(request, self.state(), visitor)
         form = await _read_form(request)
         if not _csrf_ok(form, visitor):
-            log.warning("manage: CSRF token missing or wrong from %s", _address(request))
+            log.warning("manage: CSRF token missing or wrong from %s", client_address(request))
             return None, self.message(request, visitor, 403, CSRF_MESSAGE)
         request.state.form = form
         return visitor, None
 
     def audit(self, request: Request, visitor: Visitor, event: str, detail: str) -> None:
-        write_audit(self.state().store, event, visitor.person.login, _address(request), detail)
+        write_audit(
+            self.state().store, event, visitor.person.login, client_address(request), detail
+        )
 
     def person_or_none(self, login: str) -> Person | None:
         try:
@@ -254,7 +241,7 @@ class _Manage:
                 villages=entered["villages"], groups=entered["groups"],
                 known_villages=list(_names(st)),
                 known_groups={v.liaison_group for v in _pages.villages(st)},
-                by=visitor.person.login, address=_address(request),
+                by=visitor.person.login, address=client_address(request),
             )  # fmt: skip
         except DataError as e:
             return self.index_page(request, visitor, 400, str(e), entered)
@@ -270,7 +257,7 @@ class _Manage:
         if person.login == visitor.person.login:
             return self.message(request, visitor, 400, "不能停用自己的账号（you cannot disable yourself）")  # fmt: skip
         disable_person(self.state().store, person.login, by=visitor.person.login,
-                       address=_address(request))  # fmt: skip
+                       address=client_address(request))  # fmt: skip
         return self.message(
             request, visitor, 200,
             f"已停用 {person.name}（{person.login}）：其采集链接和登录已立即失效。", ok=True,
@@ -290,7 +277,7 @@ class _Manage:
                 f"{person.name}（{person.login}）未停用，无需启用；如需新链接请用“换新链接”。",
             )  # fmt: skip
         (issued,) = rotate_tokens(self.state().store, [person.login], by=visitor.person.login,
-                                  address=_address(request))  # fmt: skip
+                                  address=client_address(request))  # fmt: skip
         return self.issued_page(request, visitor, issued, "已重新启用" if enabling else "已换新链接")  # fmt: skip
 
     async def sheet_pick(self, request: Request) -> Response:
@@ -321,7 +308,7 @@ class _Manage:
             return answer
         people = _sheet_people(st, code)
         issued = rotate_tokens(st.store, [p.login for p in people], by=visitor.person.login,
-                               address=_address(request))  # fmt: skip
+                               address=client_address(request))  # fmt: skip
         self.audit(request, visitor, "links_printed", f"village {code}: {len(issued)} new links")
         base = st.base_url(request)
         cards = []
