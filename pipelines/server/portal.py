@@ -32,7 +32,7 @@ import logging
 import re
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
@@ -184,8 +184,7 @@ class _Portal:
         if found is None:
             return self.waiting(request, st, visitor, scope)
         snap, view = found
-        page, pages = _page(request, len(view.listed))
-        shown = view.listed[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        page, pages, shown = _page(request, view.listed)
         return self.send(self.page(
             request, st, visitor, scope, snap, "followups", "portal/followups.html.j2", (page,),
             counts=view.counts, shown=shown, page=page, pages=pages,
@@ -196,8 +195,7 @@ class _Portal:
         if found is None:
             return self.waiting(request, st, visitor, scope)
         snap, view = found
-        page, pages = _page(request, len(view.flags))
-        shown = view.flags[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        page, pages, shown = _page(request, view.flags)
         return self.send(self.page(
             request, st, visitor, scope, snap, "quality", "portal/quality.html.j2", (page,),
             total=len(view.flags), shown=shown, page=page, pages=pages,
@@ -432,12 +430,13 @@ class _Village:
     code: str
 
 
-def _page(request: Request, count: int) -> tuple[int, int]:
-    """The page asked for (1 when not a plain number), within 1..pages."""
-    pages = max(1, -(-count // PAGE_SIZE))
+def _page(request: Request, rows: Sequence) -> tuple[int, int, Sequence]:
+    """The page asked for (1 when not a plain number, kept within 1..pages), the number of
+    pages, and that page's rows."""
+    pages = max(1, -(-len(rows) // PAGE_SIZE))
     raw = request.query_params.get("page", "1")
-    page = int(raw) if _PAGE_NO.match(raw) else 1
-    return min(page, pages), pages
+    page = min(int(raw) if _PAGE_NO.match(raw) else 1, pages)
+    return page, pages, rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
 
 
 def routes(state: Callable[[], object]) -> list[Route]:
