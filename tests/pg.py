@@ -20,9 +20,7 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,30 +180,8 @@ def pg_url_fixture(pg_cluster: Cluster) -> str:
 
 
 def start_serve(data: Path, build: Path, env: dict[str, str], *args: str):
-    """`manyi serve` with extra arguments (``--workers 2``), as tests/pipelines/server/
-    _server.py's start_server starts it; for the tests and benchmarks/serve.py."""
-    import httpx
+    """`manyi serve` with extra arguments (``--workers 2``); for the tests and
+    benchmarks/serve.py."""
+    from tests.pipelines.server._server import start_server
 
-    from tests.pipelines.server._server import REPO, Server, free_port, settings_env
-
-    port = free_port()
-    full = settings_env(data, build, env)
-    log_path = Path(data) / f"serve-{port}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.cli", "serve", "--host", "127.0.0.1",
-             "--port", str(port), *args],
-            cwd=REPO, env=full, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    server = Server(f"http://127.0.0.1:{port}", port, proc, log_path, Path(data), Path(build), env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"manyi serve exited with {proc.returncode}: {server.log()[-3000:]}")
-        try:
-            httpx.get(server.url + "/", timeout=1)
-            return server
-        except httpx.TransportError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError(f"manyi serve did not answer within 60 s: {server.log()[-3000:]}")
+    return start_server(data, build, env=env, timeout=60, args=args)

@@ -84,7 +84,9 @@ def start_server(
     port: int | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 30.0,
+    args: tuple[str, ...] = (),
 ) -> Server:
+    """`manyi serve` on loopback; ``args`` are extra options (``--workers 2``)."""
     port = port or free_port()
     full_env = settings_env(data_dir, build_dir, env)
     log_path = Path(data_dir) / f"serve-{port}-{time.monotonic_ns()}.log"
@@ -99,6 +101,7 @@ def start_server(
                 "127.0.0.1",
                 "--port",
                 str(port),
+                *args,
             ],
             cwd=REPO,
             env=full_env,
