@@ -104,7 +104,7 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def test_an_update_rewrites_only_the_partitions_it_touches(settings, monkeypatch):
-    monkeypatch.setattr(tables, "PART_ROWS", 10)
+    monkeypatch.setattr(tables._update, "PART_ROWS", 10)  # the partition size, small
     v1 = load_schema(settings.build_dir, FORM)
     folder = tables.tables_dir(settings) / FORM
     with open_store(settings) as store:
