@@ -206,11 +206,16 @@ class _Manage:
             self.state().store, event, visitor.person.login, client_address(request), detail
         )
 
-    def person_or_none(self, login: str) -> Person | None:
+    async def checked_person(self, request: Request) -> tuple[Visitor | None, Person | None, Response | None]:  # fmt: skip
+        """:meth:`checked`, then the person the path names (``{login}``), or the 404."""
+        visitor, answer = await self.checked(request)
+        if visitor is None:
+            return None, None, answer
         try:
-            return get_person(self.state().store, login)
+            person = get_person(self.state().store, request.path_params["login"])
         except DataError:
-            return None
+            return None, None, _pages.not_found(request, self.state(), visitor)
+        return visitor, person, None
 
     # -- endpoints --
     async def index(self, request: Request) -> Response:
@@ -248,12 +253,9 @@ class _Manage:
         return self.issued_page(request, visitor, issued, "已添加人员")
 
     async def disable(self, request: Request) -> Response:
-        visitor, answer = await self.checked(request)
-        if visitor is None:
+        visitor, person, answer = await self.checked_person(request)
+        if visitor is None or person is None:
             return answer
-        person = self.person_or_none(request.path_params["login"])
-        if person is None:
-            return _pages.not_found(request, self.state(), visitor)
         if person.login == visitor.person.login:
             return self.message(request, visitor, 400, "不能停用自己的账号（you cannot disable yourself）")  # fmt: skip
         disable_person(self.state().store, person.login, by=visitor.person.login,
@@ -264,12 +266,9 @@ class _Manage:
         )  # fmt: skip
 
     async def rotate(self, request: Request) -> Response:
-        visitor, answer = await self.checked(request)
-        if visitor is None:
+        visitor, person, answer = await self.checked_person(request)
+        if visitor is None or person is None:
             return answer
-        person = self.person_or_none(request.path_params["login"])
-        if person is None:
-            return _pages.not_found(request, self.state(), visitor)
         enabling = request.url.path.endswith("/enable")
         if enabling and not person.disabled:
             return self.message(
