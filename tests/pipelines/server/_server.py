@@ -5,6 +5,7 @@ or killed (SIGKILL, as a power cut or the OOM killer would)."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -122,3 +123,16 @@ def start_server(
             time.sleep(0.1)
     server.kill()
     raise RuntimeError(f"manyi serve did not answer within {timeout} s: {server.log()[-2000:]}")
+
+
+def csrf_of(page: httpx.Response | str) -> str:
+    """The CSRF token a portal page's form carries."""
+    html = page if isinstance(page, str) else page.text
+    return re.search(r'name="csrf" value="([^"]+)"', html)[1]
+
+
+def log_in(c: httpx.Client, login: str, password: str, **headers) -> httpx.Response:
+    """The login form, filled and sent as a browser does (its CSRF token first)."""
+    form = c.get("/login", headers=headers)
+    data = {"login": login, "password": password, "csrf": csrf_of(form)}
+    return c.post("/login", data=data, headers=headers)

@@ -28,7 +28,7 @@ from pipelines.server.auth import (
 )
 from pipelines.server.people import add_person, load_roles
 from pipelines.store import Store
-from tests.pipelines.server._server import REPO, Server, settings_env, start_server
+from tests.pipelines.server._server import REPO, Server, csrf_of, log_in, settings_env, start_server
 
 ROLES = load_roles()
 V_CADRE = "370481115201"
@@ -105,14 +105,8 @@ def proxied(tmp_path_factory) -> Portal:
     server.stop()
 
 
-def _csrf(page: httpx.Response) -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
-
-
 def login(c: httpx.Client, who: str, password: str | None = None, **headers) -> httpx.Response:
-    form = c.get("/login", headers=headers)
-    data = {"login": who, "password": PASSWORDS.get(who, "") if password is None else password}
-    return c.post("/login", data={**data, "csrf": _csrf(form)}, headers=headers)
+    return log_in(c, who, PASSWORDS.get(who, "") if password is None else password, **headers)
 
 
 def _set_cookie(r: httpx.Response, name: str) -> str:
@@ -202,7 +196,7 @@ def test_a_trusted_proxys_https_makes_the_cookie_secure(proxied: Portal) -> None
         pre = _set_cookie(form, "manyi_pre")
         assert "; secure" in pre.lower()
         # httpx, like a browser, keeps a Secure cookie off plain http: the proxy's leg is http
-        data = {"login": "he.proxy", "password": PASSWORDS["he.proxy"], "csrf": _csrf(form)}
+        data = {"login": "he.proxy", "password": PASSWORDS["he.proxy"], "csrf": csrf_of(form)}
         r = c.post("/login", data=data, headers={**proxy, "Cookie": pre.split(";")[0]})
         assert r.status_code == 303
         assert "; secure" in _set_cookie(r, SESSION_COOKIE).lower()
@@ -239,7 +233,7 @@ def test_next_goes_only_to_a_path_of_this_server(portal: Portal) -> None:
                       ("https://evil.example/", "/portal/"), ("/\\evil", "/portal/")]:  # fmt: skip
         with portal.client() as c:
             form = c.get("/login", params={"next": nxt})
-            data = {"login": "zhou.town", "password": PASSWORDS["zhou.town"], "csrf": _csrf(form)}
+            data = {"login": "zhou.town", "password": PASSWORDS["zhou.town"], "csrf": csrf_of(form)}
             r = c.post("/login", data={**data, "next": nxt})
             assert r.headers["location"] == goes
 
@@ -249,7 +243,7 @@ def test_login_without_the_right_csrf_token_is_403(portal: Portal) -> None:
     good = {"login": "zhou.town", "password": PASSWORDS["zhou.town"]}
     with portal.client() as c, portal.client() as other:
         c.get("/login")
-        foreign = _csrf(other.get("/login"))  # a real token, bound to another browser
+        foreign = csrf_of(other.get("/login"))  # a real token, bound to another browser
         for extra in ({}, {"csrf": ""}, {"csrf": "0" * 64}, {"csrf": foreign}, {"csrf": "令牌"}):
             r = c.post("/login", data={**good, **extra})
             assert r.status_code == 403 and CSRF_SAYS in r.text and "页面已过期" in r.text
@@ -263,7 +257,7 @@ def test_logout_and_password_change_need_the_sessions_csrf_token(portal: Portal)
     with portal.client() as c, portal.client() as other:
         login(c, "qian.pw")
         login(other, "zhou.town")
-        foreign = _csrf(other.get("/account"))
+        foreign = csrf_of(other.get("/account"))
         for extra in ({}, {"csrf": "x" * 43}, {"csrf": foreign}, {"csrf": "令牌"}):
             r = c.post("/logout", data=extra)
             assert r.status_code == 403 and CSRF_SAYS in r.text
@@ -282,7 +276,7 @@ def test_a_cookie_reused_after_logout_is_not_logged_in(portal: Portal) -> None:
     with portal.client() as c:
         login(c, "wu.second")
         sid = c.cookies[SESSION_COOKIE]
-        r = c.post("/logout", data={"csrf": _csrf(c.get("/account"))})
+        r = c.post("/logout", data={"csrf": csrf_of(c.get("/account"))})
         assert r.status_code == 303 and r.headers["location"] == "/login"
     with portal.client() as replay:
         replay.cookies.set(SESSION_COOKIE, sid, domain="127.0.0.1")
@@ -391,7 +385,7 @@ def test_unknown_login_and_wrong_password_answer_alike(portal: Portal) -> None:
         with portal.client("127.0.0.12") as c:
             form = c.get("/login")
             start = time.perf_counter()
-            r = c.post("/login", data={"login": who, "password": "not-the-password", "csrf": _csrf(form)})  # fmt: skip
+            r = c.post("/login", data={"login": who, "password": "not-the-password", "csrf": csrf_of(form)})  # fmt: skip
             took = time.perf_counter() - start
             page = re.sub(r'value="[^"]*"', "", r.text)  # the token and the login typed
             return r.status_code, page, took
@@ -406,7 +400,7 @@ def test_unknown_login_and_wrong_password_answer_alike(portal: Portal) -> None:
 
 def test_hostile_form_bodies_are_one_answer_each(portal: Portal) -> None:
     with portal.client("127.0.0.13") as c:
-        csrf = _csrf(c.get("/login"))
+        csrf = csrf_of(c.get("/login"))
         big = c.post("/login", content=b"login=a&password=" + b"x" * 1_000_000,
                      headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
         gbk = c.post("/login", content="login=张三&csrf=".encode("gbk") + csrf.encode(),
@@ -427,7 +421,7 @@ def test_a_person_changes_their_password_and_other_sessions_end(portal: Portal) 
     with portal.client() as c, portal.client() as elsewhere:
         login(c, "qian.pw")
         login(elsewhere, "qian.pw")
-        csrf = _csrf(c.get("/account"))
+        csrf = csrf_of(c.get("/account"))
 
         def change(current: str, new_pw: str, confirm: str | None = None) -> httpx.Response:
             data = {"csrf": csrf, "current": current, "new": new_pw, "confirm": confirm or new_pw}

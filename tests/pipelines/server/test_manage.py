@@ -30,7 +30,7 @@ from pipelines.server.people import add_person, list_people, load_roles, person_
 from pipelines.store import Store
 from tests.browser import find_chromium, loopback_phone
 from tests.pipelines.reports import _town
-from tests.pipelines.server._server import REPO, Server, settings_env, start_server
+from tests.pipelines.server._server import REPO, Server, csrf_of, log_in, settings_env, start_server
 
 ROLES = load_roles()
 VS = load_villages(REPO / "geo" / "villages.csv")
@@ -131,16 +131,10 @@ def site(tmp_path_factory, built_forms) -> Site:
     server.stop()
 
 
-def csrf_of(page: httpx.Response) -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
-
-
 @contextlib.contextmanager
 def logged_in(site: Site, who: str, source: str = "127.0.0.1") -> Iterator[httpx.Client]:
     with site.client(source) as c:
-        form = c.get("/login")
-        data = {"login": who, "password": PASSWORDS[who], "csrf": csrf_of(form)}
-        assert c.post("/login", data=data).status_code == 303
+        assert log_in(c, who, PASSWORDS[who]).status_code == 303
         yield c
 
 

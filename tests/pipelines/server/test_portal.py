@@ -27,7 +27,7 @@ from pipelines.cli import main
 from pipelines.config import SHANGHAI
 from pipelines.store import Store
 from tests.pipelines.server._collect import Collect, multipart
-from tests.pipelines.server._server import REPO, Server, settings_env, start_server
+from tests.pipelines.server._server import REPO, Server, csrf_of, log_in, settings_env, start_server
 from tests.pipelines.server.test_webforms import _png
 
 TODAY = datetime.now(SHANGHAI).date()
@@ -156,13 +156,11 @@ class Portal:
             yield c
 
 
-def _csrf(html: str) -> str:
-    return re.search(r'name="csrf" value="([^"]+)"', html)[1]
+_csrf = csrf_of  # the portal tests' name for it
 
 
 def login(c: httpx.Client, who: str) -> httpx.Response:
-    form = c.get("/login")
-    return c.post("/login", data={"login": who, "password": PEOPLE[who][3], "csrf": _csrf(form.text)})  # fmt: skip
+    return log_in(c, who, PEOPLE[who][3])
 
 
 def cli(*args: str, stdin: bytes = b"") -> str:
