@@ -3,6 +3,10 @@
 * ``submissions`` is keyed by (form_id, instance_id). An edit replaces the row and counts as
   updated; a deletion sets ``deleted`` and keeps the row; a deleted row the server sends live
   again is restored (updated).
+* ``changed_at`` moves with every write a table could show (an edit, a deletion, a new
+  ``updated_at`` with the same content), never below ``first_seen_at`` (writers' clocks may
+  differ a little). :mod:`pipelines.tables` catches up from it: :meth:`Store.changes` reads a
+  form's changed rows from one covering index, :meth:`Store.records_by_id` their records.
 * ``attachments`` rows point at files stored by content hash under ``data_dir/attachments``,
   so a hostile name (``../../x``, ``/etc/passwd``) is only ever text in a column.
 * ``sync_state`` holds one opaque JSON cursor per (source, form_id). A page's rows and the
@@ -189,6 +193,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX audit_login_at ON audit (login, event, at)",
         "CREATE INDEX audit_address_at ON audit (address, event, at)",
     ),
+    (
+        # The two hot reads of a million submissions answered from this index alone
+        # (covering), never the rows: the tables' change scan (:meth:`Store.changes`: a
+        # form's rows changed since a mark, with when each was first seen) and the live
+        # count of a form (:meth:`Store.count`). A few ms each instead of ~0.15 s.
+        "CREATE INDEX submissions_form_changed ON submissions "
+        "(form_id, changed_at, deleted, instance_id, first_seen_at)",
+    ),
 )
 
 _CHUNK = 500  # ids per IN (...) lookup; well under SQLite's variable limit
@@ -212,7 +224,8 @@ _UPSERT = """INSERT INTO submissions (form_id, instance_id, form_version, submit
         source_version = excluded.source_version,
         attachments_expected = excluded.attachments_expected,
         record_json = excluded.record_json,
-        changed_at = excluded.changed_at"""
+        changed_at = CASE WHEN submissions.first_seen_at > excluded.changed_at
+            THEN submissions.first_seen_at ELSE excluded.changed_at END"""
 
 
 class StoreError(DataError):
@@ -252,6 +265,37 @@ class Known:
 
     source_version: str | None
     deleted: bool
+
+
+@dataclass(frozen=True)
+class Changes:
+    """A form's rows whose ``changed_at`` is at or after a mark (:meth:`Store.changes`), as
+    three parallel lists (a million rows are three lists, not a million objects). Deleted
+    rows are in it too: a deletion is a change."""
+
+    instance_ids: list[str]
+    changed_at: list[str]
+    first_seen_at: list[str]  # when the store first had the row; never after changed_at
+
+    def __len__(self) -> int:
+        return len(self.instance_ids)
+
+    @property
+    def latest(self) -> str | None:
+        """The latest ``changed_at`` among the rows, or None when there are none."""
+        return max(self.changed_at) if self.changed_at else None
+
+
+@dataclass(frozen=True)
+class StoredRecords:
+    """Stored submissions (deleted ones too) with each one's ``changed_at``, in parallel
+    lists (:meth:`Store.records_by_id`)."""
+
+    records: list[Record]
+    changed_at: list[str]
+
+    def __len__(self) -> int:
+        return len(self.records)
 
 
 @dataclass(frozen=True)
@@ -787,9 +831,11 @@ class Store:
                 elif old[0] == digest and not old[1]:
                     counts.unchanged += 1
                     if old[2] != rec.source_version:
+                        # updated_at is a column of the tables: they must see it move
                         marker_updates.append(
-                            (rec.source_version, rec.updated_at, form_id, rec.instance_id)
-                        )
+                            (rec.source_version, rec.updated_at, stamp, stamp, form_id,
+                             rec.instance_id)
+                        )  # fmt: skip
                     continue
                 elif rec.deleted:
                     counts.deleted += 1
@@ -804,6 +850,7 @@ class Store:
                             digest,
                             rec.updated_at,
                             rec.source_version,
+                            stamp,
                             stamp,
                             form_id,
                             rec.instance_id,
@@ -834,14 +881,17 @@ class Store:
                 self.db.executemany(_UPSERT, upserts)
             if marker_updates:
                 self.db.executemany(
-                    "UPDATE submissions SET source_version = ?, updated_at = ? "
+                    "UPDATE submissions SET source_version = ?, updated_at = ?, "
+                    "changed_at = CASE WHEN first_seen_at > ? THEN first_seen_at ELSE ? END "
                     "WHERE form_id = ? AND instance_id = ?",
                     marker_updates,
                 )
             if flag_updates:
                 self.db.executemany(
                     "UPDATE submissions SET deleted = 1, content_hash = ?, updated_at = ?, "
-                    "source_version = ?, changed_at = ? WHERE form_id = ? AND instance_id = ?",
+                    "source_version = ?, "
+                    "changed_at = CASE WHEN first_seen_at > ? THEN first_seen_at ELSE ? END "
+                    "WHERE form_id = ? AND instance_id = ?",
                     flag_updates,
                 )
             # A record that reads now leaves the quarantine it was in.
@@ -879,9 +929,10 @@ class Store:
 
     def _flag_deleted(self, form_id: str, ids: list[str], stamp: str) -> int:
         cursors = self._in_chunks(
-            "UPDATE submissions SET deleted = 1, changed_at = ? "
+            "UPDATE submissions SET deleted = 1, "
+            "changed_at = CASE WHEN first_seen_at > ? THEN first_seen_at ELSE ? END "
             "WHERE form_id = ? AND deleted = 0 AND instance_id IN ({marks})",
-            (stamp, form_id),
+            (stamp, stamp, form_id),
             ids,
         )
         return sum(cur.rowcount for cur in cursors)
@@ -957,6 +1008,52 @@ class Store:
         if not include_deleted:
             sql += " AND deleted = 0"
         return self.db.execute(sql, args).fetchone()[0]
+
+    def changes(self, form_id: str, since: str | None = None) -> Changes:
+        """The form's rows (deleted ones too) whose ``changed_at`` is at or after ``since``
+        (every row when None), with their ``changed_at`` and ``first_seen_at``: what the
+        tables catch up from. Read from ``submissions_form_changed`` alone, never the JSON."""
+        sql = "SELECT instance_id, changed_at, first_seen_at FROM submissions WHERE form_id = ?"
+        args = [form_id]
+        if since is not None:
+            sql += " AND changed_at >= ?"
+            args.append(since)
+        with self._guard():
+            rows = self.db.execute(sql, args).fetchall()
+        if not rows:
+            return Changes([], [], [])
+        ids, changed, first = (list(c) for c in zip(*rows, strict=True))
+        return Changes(ids, changed, first)
+
+    def records_by_id(self, form_id: str, ids: Sequence[str]) -> StoredRecords:
+        """The stored records of ``ids`` (deleted ones too; ids the store does not have are
+        left out), each with its ``changed_at``, looked up by key in chunks."""
+        cursors = self._in_chunks(
+            "SELECT form_id, instance_id, form_version, submitted_at, updated_at, "
+            "review_state, deleted, record_json, attachments_expected, source_version, "
+            "changed_at FROM submissions WHERE form_id = ? AND instance_id IN ({marks})",
+            (form_id,),
+            list(ids),
+        )
+        records, changed = [], []
+        for cur in cursors:
+            for row in cur:
+                records.append(_record(row))
+                changed.append(row[10])
+        return StoredRecords(records, changed)
+
+    def form_ids(self) -> list[str]:
+        """The forms the store has submissions of (deleted ones too), in order: one index
+        probe per form (a skip-scan), not a pass over every row."""
+        rows = self.db.execute(
+            """WITH RECURSIVE f(id) AS (
+                SELECT MIN(form_id) FROM submissions
+                UNION ALL
+                SELECT (SELECT MIN(form_id) FROM submissions WHERE form_id > f.id)
+                FROM f WHERE f.id IS NOT NULL)
+            SELECT id FROM f WHERE id IS NOT NULL"""
+        )
+        return [r[0] for r in rows]
 
     def known(self, form_id: str) -> dict[str, Known]:
         """instance_id → the source's change marker and the deleted flag, for every stored
@@ -1035,17 +1132,7 @@ class Store:
             HAVING COUNT(a.name) < s.attachments_expected""",
             (form_id,),
         ).fetchall()
-        return self._records_by_id(form_id, [r[0] for r in rows])
-
-    def _records_by_id(self, form_id: str, ids: list[str]) -> list[Record]:
-        cursors = self._in_chunks(
-            "SELECT form_id, instance_id, form_version, submitted_at, updated_at, "
-            "review_state, deleted, record_json, attachments_expected, source_version "
-            "FROM submissions WHERE form_id = ? AND instance_id IN ({marks})",
-            (form_id,),
-            ids,
-        )
-        return [_record(row) for cur in cursors for row in cur]
+        return self.records_by_id(form_id, [r[0] for r in rows]).records
 
     def stored_names(self, form_id: str, ids: Sequence[str]) -> dict[str, set[str]]:
         """instance_id → names of the files already stored, for a batch of submissions."""

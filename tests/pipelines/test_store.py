@@ -88,11 +88,11 @@ def test_wal_and_versioned_migrations(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     Store(path, tmp_path).close()
     again = Store(path, tmp_path)  # reopening applies nothing twice
-    assert again.schema_version == len(MIGRATIONS) == 6
+    assert again.schema_version == len(MIGRATIONS) == 7
     again.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 6
+    assert db.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 7
 
 
 def _version_1_store(tmp_path: Path) -> Path:
@@ -315,3 +315,90 @@ def test_quarantine_lists_reasons_and_how_often_seen(store: Store) -> None:
     assert a.first_seen_at <= a.last_seen_at
     assert [q.key for q in store.quarantine()] == ["a", "b"]
     assert [q.key for q in store.quarantine(source="kobo")] == ["b"]
+
+
+# ---- what the tables read: changes since a mark, records by id, the forms --------------------
+LONG_AGO = "2026-01-01T00:00:00.000Z"
+MARK = "2026-06-01T00:00:00"  # a tables' mark, long after LONG_AGO
+
+
+def _stored_at(store: Store, form_id: str, stamp: str) -> None:
+    """Set-up: the form's rows as a write at ``stamp`` left them."""
+    store.db.execute(
+        "UPDATE submissions SET first_seen_at = ?, changed_at = ? WHERE form_id = ?",
+        (stamp, stamp, form_id),
+    )
+
+
+def test_changes_since_a_mark_are_the_new_edited_and_deleted_rows(store: Store) -> None:
+    store.write_page("central", "f", [rec("a"), rec("b"), rec("c"), rec("e")])
+    store.write_page("central", "g", [rec("x", form_id="g")])
+    _stored_at(store, "f", LONG_AGO)
+    assert len(store.changes("f", MARK)) == 0 and store.changes("f", MARK).latest is None
+    store.write_page("central", "f", [rec("a", "edited"), rec("d"), rec("e")], gone=["b"])
+    got = store.changes("f", MARK)
+    assert sorted(got.instance_ids) == ["a", "b", "d"]  # e came again unchanged: no change
+    first = dict(zip(got.instance_ids, got.first_seen_at, strict=True))
+    assert first["a"] == first["b"] == LONG_AGO and first["d"] > MARK  # d is new
+    assert got.latest == max(got.changed_at) and got.latest > MARK
+    assert sorted(store.changes("f").instance_ids) == ["a", "b", "c", "d", "e"]  # not g's
+
+
+def test_a_new_updated_at_with_the_same_content_is_a_change(store: Store) -> None:
+    first = rec("a", updated_at="2026-01-02T00:00:00.000Z", source_version="m1")
+    store.write_page("central", "f", [first, rec("b")])
+    _stored_at(store, "f", LONG_AGO)
+    # the server's marker moved (Central's updatedAt after a comment): the same content for
+    # the pull's counts, but the tables show updated_at, so they must read the row again
+    moved = rec("a", updated_at="2026-03-01T00:00:00.000Z", source_version="m2")
+    assert store.write_page("central", "f", [moved, rec("b")]).unchanged == 2
+    assert store.changes("f", MARK).instance_ids == ["a"]
+    (back,) = store.records_by_id("f", ["a"]).records
+    assert back.updated_at == "2026-03-01T00:00:00.000Z" and back.source_version == "m2"
+
+
+def test_changed_at_never_goes_below_first_seen_at(store: Store) -> None:
+    store.write_page("central", "f", [rec("a"), rec("b"), rec("c", source_version="m1")])
+    ahead = "2999-01-01T00:00:00.000Z"  # first seen by a writer whose clock runs far ahead
+    _stored_at(store, "f", ahead)
+    page = [rec("a", "edited"), rec("c", source_version="m2")]  # an edit, a new marker
+    store.write_page("central", "f", page, gone=["b"])  # and a deletion
+    got = store.changes("f", ahead[:19])
+    assert sorted(got.instance_ids) == ["a", "b", "c"] and set(got.changed_at) == {ahead}
+
+
+def test_records_by_id_come_with_their_change_stamps(store: Store) -> None:
+    ids = [f"i{n:04d}" for n in range(700)]  # more than one IN (...) chunk
+    store.write_page("central", "f", [rec(i) for i in ids])
+    store.write_page("central", "f", [], gone=["i0001"])
+    got = store.records_by_id("f", [*ids[:600], "not-stored"])
+    assert len(got) == 600 and {r.instance_id for r in got.records} == set(ids[:600])
+    by_id = {r.instance_id: (r, s) for r, s in zip(got.records, got.changed_at, strict=True)}
+    gone, _ = by_id["i0001"]
+    assert gone.deleted and gone.data["note"] == "a"  # deleted, last content kept
+    scan = store.changes("f")
+    stamps = dict(zip(scan.instance_ids, scan.changed_at, strict=True))
+    assert all(stamp == stamps[i] for i, (_, stamp) in by_id.items())
+
+
+def test_form_ids_are_every_form_with_submissions_once(store: Store) -> None:
+    assert store.form_ids() == []
+    for form in ("g", "f", "h"):
+        store.write_page("central", form, [rec("a", form_id=form), rec("b", form_id=form)])
+    store.write_page("central", "h", [], gone=["a", "b"])  # only deleted rows: still its records
+    assert store.form_ids() == ["f", "g", "h"]
+
+
+def test_count_and_the_change_scan_read_one_covering_index(sqlite_store: Store) -> None:
+    store = sqlite_store
+    store.write_page("central", "f", [rec(f"i{n}") for n in range(50)])
+    store.write_page("central", "g", [rec(f"i{n}", form_id="g") for n in range(50)])
+    run: list[str] = []  # the statements the store runs, values bound
+    store.db.set_trace_callback(run.append)
+    assert store.count("f") == 50 and len(store.changes("f", MARK)) == 50
+    assert len(store.changes("g")) == 50
+    store.db.set_trace_callback(None)
+    assert len(run) == 3
+    for sql in run:
+        plan = " ".join(row[3] for row in store.db.execute("EXPLAIN QUERY PLAN " + sql))
+        assert "USING COVERING INDEX submissions_form_changed" in plan, (sql, plan)

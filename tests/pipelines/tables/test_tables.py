@@ -57,7 +57,7 @@ def _same(a, b) -> None:
 
 
 def test_incremental_tables_equal_a_rebuild_and_tidy(settings, monkeypatch):
-    monkeypatch.setattr(tables, "PART_ROWS", 8)  # several partitions, old ones rewritten
+    monkeypatch.setattr(tables._update, "PART_ROWS", 8)  # several partitions, old ones rewritten
     v1 = load_schema(settings.build_dir, FORM)
     weather = Field("summary/weather", "weather", "text", False, {"zh": "天气"})
     v2 = replace(v1, version=str(int(v1.version) + 1), fields=(*v1.fields, weather))
