@@ -27,7 +27,7 @@ index of the entry, so a reviewer finds it in ODK Central or Kobo.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -199,6 +199,19 @@ class _Context:
     boundaries: Boundaries
     roster_ids: dict[str, set[str]]
     accuracy_m: float
+    # pd.factorize of a table's column, kept for the run: the roster check and the duplicate
+    # check both read the subject column (360k student IDs in a county). The table is kept
+    # too, so its id is not reused while the run lasts.
+    factors: dict[tuple[int, str], tuple[pd.DataFrame, np.ndarray, Any]] = field(
+        default_factory=dict
+    )
+
+    def factorize(self, table: pd.DataFrame, col: str) -> tuple[np.ndarray, Any]:
+        """``pd.factorize(table[col])``, computed once per table and column in a run."""
+        key = (id(table), col)
+        if key not in self.factors:
+            self.factors[key] = (table, *pd.factorize(table[col]))
+        return self.factors[key][1:]
 
     @property
     def suffix(self) -> str:
@@ -227,7 +240,8 @@ def _sender_village(form_id: str, table: pd.DataFrame, covered: Mapping[tuple[st
 def _roster_ids(rosters: Rosters | None) -> dict[str, set[str]]:
     if rosters is None:
         return {}
-    return {name: set(frame["name"].astype(str)) for name, frame in pick_lists(rosters).items()}
+    lists = pick_lists(rosters).items()
+    return {name: set(frame["name"].astype(str).to_numpy(dtype=object)) for name, frame in lists}
 
 
 def _tables(form: TidyForm) -> Iterator[tuple[str | None, pd.DataFrame, list[Field]]]:
@@ -289,7 +303,8 @@ def _clean(reasons: Sequence[str]) -> list[str]:
 
 
 def _flag(table: pd.DataFrame, mask: np.ndarray | pd.Series, check: str, field: str, reasons: Sequence[str]) -> pd.DataFrame:  # fmt: skip
-    rows = table[np.asarray(mask, dtype=bool)]
+    shown = [c for c in ("instance_id", "repeat_index", "village") if c in table.columns]
+    rows = table.loc[np.asarray(mask, dtype=bool), shown]  # not the whole row: 1M rows a year
     village = _text(rows["village"]) if "village" in rows.columns else None
     return pd.DataFrame(
         {
@@ -314,7 +329,9 @@ def _gps(ctx: _Context, table: pd.DataFrame, fields: list[Field]) -> list[pd.Dat
         has = (table[lon].notna() & table[lat].notna()).to_numpy(dtype=bool)
         if not has.any():
             continue
-        rows = table[has]
+        # the point, and what a flag shows: not the whole row of every point
+        shown = [lon, lat, acc, "instance_id", "repeat_index", "village"]
+        rows = table.loc[has, [c for c in dict.fromkeys(shown) if c and c in table.columns]]
         points = pd.DataFrame(
             {
                 "lon": rows[lon].astype(float).to_numpy(),
@@ -359,7 +376,8 @@ def _dates(ctx: _Context, table: pd.DataFrame, fields: list[Field]) -> list[pd.D
             continue
         day = pd.to_datetime(table[col], errors="coerce")
         future = (day > limit).to_numpy(dtype=bool)
-        outside = (day.notna() & (day.dt.year != ctx.year)).to_numpy(dtype=bool) & ~future
+        first, after = pd.Timestamp(ctx.year, 1, 1), pd.Timestamp(ctx.year + 1, 1, 1)
+        outside = ((day < first) | (day >= after)).to_numpy(dtype=bool) & ~future  # NaT: neither
         label = _label(f)
         if future.any():
             reasons = [
@@ -389,9 +407,10 @@ def _rosters(ctx: _Context, table: pd.DataFrame, fields: list[Field]) -> list[pd
         else:
             continue
         # Judge each distinct value once: a roster ID or village code repeats over many rows.
-        codes, uniques = pd.factorize(table[col])
+        codes, uniques = ctx.factorize(table, col)
         texts = [str(u).strip() for u in uniques]
-        wrong = np.array([bool(t) and t not in valid for t in texts] + [False])
+        typed = pd.Series(texts, dtype=object)
+        wrong = np.append(((typed != "") & ~typed.isin(valid)).to_numpy(dtype=bool), False)
         bad = wrong[codes]
         if not bad.any():
             continue
@@ -426,11 +445,11 @@ def _subject(ctx: _Context, table: pd.DataFrame, cols: list[str], labels: list[s
     return ["、".join(p for p in row if isinstance(p, str)) for row in zip(*parts, strict=True)]
 
 
-def _group_keys(columns: list[pd.Series]) -> np.ndarray:
-    """One int64 key per row, equal where all ``columns`` are equal (NA equal to NA)."""
-    key = np.zeros(len(columns[0]), dtype=np.int64)
-    for col in columns:
-        codes, uniques = pd.factorize(col)
+def _group_keys(factors: list[tuple[np.ndarray, Any]]) -> np.ndarray:
+    """One int64 key per row, equal where all columns are equal (NA equal to NA), from each
+    column's ``pd.factorize``."""
+    key = np.zeros(len(factors[0][0]), dtype=np.int64)
+    for codes, uniques in factors:
         key, _ = pd.factorize(key * (len(uniques) + 1) + (codes + 1))  # stays below n²
     return key
 
@@ -444,15 +463,16 @@ def _duplicates(ctx: _Context, form_id: str, table: pd.DataFrame, fields: list[F
         return []
     day = pd.to_datetime(table[date_field], errors="coerce")
     usable = day.notna().to_numpy(dtype=bool)
-    if subject:
-        usable = usable & table[subject[0]].notna().to_numpy(dtype=bool)
-    key = pd.Series(_group_keys([*(table[c] for c in subject), day]))
-    size = key.map(key[usable].value_counts()).fillna(0).to_numpy()
+    factors = [*(ctx.factorize(table, c) for c in subject), pd.factorize(day)]
+    if subject:  # a blank subject (code -1) is nobody's duplicate
+        usable = usable & (factors[0][0] >= 0)
+    key = _group_keys(factors)
+    size = np.bincount(key[usable], minlength=len(key))[key]  # usable rows of each key
     dup = usable & (size > 1)
     if not dup.any():
         return []
-    rows = table[dup]
-    frame = pd.DataFrame({"g": key[dup].to_numpy(), "id": rows["instance_id"].astype(str).to_numpy()})  # fmt: skip
+    rows = table.loc[dup, ["instance_id", *subject]]
+    frame = pd.DataFrame({"g": key[dup], "id": rows["instance_id"].astype(str).to_numpy()})
     grouped = frame.groupby("g")["id"]
     ids = frame["id"].to_numpy()
     first, last = grouped.transform("first").to_numpy(), grouped.transform("last").to_numpy()
@@ -494,9 +514,10 @@ def _overdue(ctx: _Context, form_id: str, repeat: str | None, table: pd.DataFram
             (choices.get(k, {}).get("zh") or k) if isinstance(k, str) else "问题"
             for k in (kinds if kinds is not None else [None] * int(late.sum()))
         ]
+        days = (limit - deadline[late]).dt.days
         reasons = [
-            f"{k}：整改期限 {d:%Y-%m-%d} 已过 {(limit - d).days} 天，仍为“待整改”；请督促整改并更新记录"
-            for k, d in zip(names, deadline[late], strict=True)
+            f"{k}：整改期限 {d} 已过 {n} 天，仍为“待整改”；请督促整改并更新记录"
+            for k, d, n in zip(names, _day_text(deadline[late]), days, strict=True)
         ]
         out.append(_flag(table, late, "overdue_finding", rule.deadline, reasons))
     return out

@@ -257,11 +257,13 @@ def item_ids(form_id: object, instance_id: object, repeat_index: object, kind: o
     parts = [p for p in (form_id, instance_id, repeat_index, kind) if isinstance(p, pd.Series)]
     index = parts[0].index if parts else pd.RangeIndex(1)
 
+    def text(v: object) -> str:
+        return "" if _blank(v) else str(int(v)) if isinstance(v, float) else str(v)
+
     def column(p: object) -> list[str]:
-        values = p if isinstance(p, pd.Series) else pd.Series([p] * len(index), index=index)
-        return [
-            "" if _blank(v) else str(int(v)) if isinstance(v, float) else str(v) for v in values
-        ]
+        if not isinstance(p, pd.Series):
+            return [text(p)] * len(index)
+        return [text(v) for v in p.to_numpy(dtype=object)]  # plain objects: quicker to walk
 
     keys = zip(*(column(p) for p in (form_id, instance_id, repeat_index, kind)), strict=True)
     return pd.Series(
@@ -294,13 +296,16 @@ def rectifications(
         return pd.DataFrame(columns=columns, index=pd.Index([], name="item_id"))
     rows = plan_rows(table, "fix_date", year=year, as_of=as_of)
     ids = _text(rows["item_id"]).map(lambda v: str(v).strip(), na_action="ignore")
-    owner = ids.map(known.to_dict())  # the village of each rectification's item
+    # the village of each rectification's item (a plain dict: Series.to_dict boxes each value)
+    villages = dict(zip(known.index.to_numpy(dtype=object), known.to_numpy(dtype=object), strict=True))  # fmt: skip
+    owner = ids.map(villages)
     named = _column(rows, "village")
     # a village's item only with its own village named; a town item (roads) with none
     town_item = owner.map(_blank).to_numpy(dtype=bool)
     blank = named.map(_blank).to_numpy(dtype=bool)
     same = (named.astype(object) == owner.astype(object)).to_numpy(dtype=bool)
-    keep = ids.isin(known.index).to_numpy(dtype=bool) & ((town_item & blank) | (~town_item & same))
+    known_id = ids.astype(object).isin(known.index).to_numpy(dtype=bool)  # Arrow's isin: a loop
+    keep = known_id & ((town_item & blank) | (~town_item & same))
     keep &= (_column(rows, "review_state") != "rejected").to_numpy(dtype=bool)
     rows = rows[keep].assign(item_id=ids[keep])
     latest = latest_rows(rows, ["item_id"], "fix_date", year=year, as_of=as_of)
@@ -309,10 +314,10 @@ def rectifications(
             "attempts": rows.groupby("item_id").size().reindex(latest["item_id"]).to_numpy(),
             "done": (_column(latest, "done") == "yes").to_numpy(dtype=bool),
             "fix_date": latest["fix_date"].to_numpy(),
-            "action": _column(latest, "action").map(_clean, na_action="ignore").to_numpy(),
+            "action": _cleaned(_column(latest, "action")).to_numpy(),
             "photo": _column(latest, "photo").to_numpy(),
             "instance_id": latest["instance_id"].to_numpy(dtype=object),
-            "by": _senders(latest, senders).map(_clean, na_action="ignore").to_numpy(),
+            "by": _cleaned(_senders(latest, senders)).to_numpy(),
         },
         index=pd.Index(latest["item_id"].to_numpy(dtype=object), name="item_id"),
     )
@@ -418,7 +423,7 @@ def _items(
     out["repeat_index"] = pd.to_numeric(out["repeat_index"], errors="coerce").astype("Int64")
     for col in COLUMNS:  # every text the item carries, whatever column it is in
         if col not in _KEYS and out[col].dtype == object:
-            out[col] = out[col].map(_clean, na_action="ignore")
+            out[col] = _cleaned(out[col])
     group_order = {f"第{g}组": g for g in range(1, 10)} | {TOWN_GROUP: 99}
     out = out.assign(_g=out["liaison_group"].map(group_order).fillna(98))
     out = out.sort_values(
@@ -438,6 +443,21 @@ def _clean(value: object) -> object:
         return value
     text = " ".join(scrub_text(value).split())
     return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+
+
+def _cleaned(values: pd.Series) -> pd.Series:
+    """``values`` with every text through :func:`_clean`, each distinct text once: the lists
+    repeat the same kinds, labels and notes over thousands of rows."""
+    done: dict[str, object] = {}
+
+    def clean(value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value not in done:
+            done[value] = _clean(value)
+        return done[value]
+
+    return values.map(clean, na_action="ignore")
 
 
 def _blank(value: object) -> bool:
@@ -528,6 +548,12 @@ def _multi_label(schema: FormSchema, field: str, values: pd.Series) -> pd.Series
     return _text(values).map(
         lambda v: "、".join(labels.get(x, x) for x in v.split()), na_action="ignore"
     )
+
+
+def _flagged(frame: pd.DataFrame, field: str) -> pd.DataFrame:
+    """Rows whose ``field`` says yes. Taken before the date window: a county's forms have
+    hundreds of thousands of rows and few ask for a follow-up."""
+    return frame[(_text(frame[field]) == "yes").to_numpy(dtype=bool)]
 
 
 def _until(ctx: _Ctx, frame: pd.DataFrame, date_col: str) -> pd.DataFrame:
@@ -752,8 +778,8 @@ def _referral(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
 
 
 def _home_visit(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
-    rows = _until(ctx, form.table, "visit_date")
-    rows = rows[(_text(rows["follow_up"]) == "yes").to_numpy(dtype=bool)]
+    rows = _flagged(form.table, "follow_up")
+    rows = _until(ctx, rows, "visit_date")
     out = _base(rows).join(_subjects(ctx, "students", rows["student"]))
     out["content"] = _join(
         rows.index,
@@ -765,8 +791,8 @@ def _home_visit(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
 
 
 def _patrol(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
-    rows = _until(ctx, form.table, "patrol_date")
-    rows = rows[(_text(rows["issues_found"]) == "yes").to_numpy(dtype=bool)]
+    rows = _flagged(form.table, "issues_found")
+    rows = _until(ctx, rows, "patrol_date")
     out = _base(rows)
     place = _label(form.schema, "place_kind", rows["place_kind"]) if "place_kind" in rows else None
     out["content"] = _join(
@@ -781,12 +807,10 @@ def _patrol(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
 
 
 def _suggestion(ctx: _Ctx, form: TidyForm) -> pd.DataFrame | None:
-    rows = _until(ctx, form.table, "survey_date")
-    rows = rows[
-        (_text(rows.get("needs_follow_up", pd.Series(None, index=rows.index))) == "yes").to_numpy(
-            dtype=bool
-        )
-    ]
+    if "needs_follow_up" in form.table:  # a form version without the question asks nothing
+        rows = _until(ctx, _flagged(form.table, "needs_follow_up"), "survey_date")
+    else:
+        rows = form.table.iloc[0:0]
     out = _base(rows)
     out["content"] = _join(rows.index, _text(rows["suggestion"]) if "suggestion" in rows else None)
     out["found_on"] = rows["survey_date"]

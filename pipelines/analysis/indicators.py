@@ -122,9 +122,13 @@ def plan_rows(frame: pd.DataFrame, date_field: str, *, year: int, as_of: date) -
     """
     if date_field not in frame.columns:
         return frame.iloc[0:0]
+    return frame[_in_plan(frame, date_field, year, as_of)]
+
+
+def _in_plan(frame: pd.DataFrame, date_field: str, year: int, as_of: date) -> np.ndarray:
     day = pd.to_datetime(frame[date_field], errors="coerce")
     keep = (day >= pd.Timestamp(year, 1, 1)) & (day <= pd.Timestamp(as_of))
-    return frame[keep.to_numpy(dtype=bool)]
+    return keep.to_numpy(dtype=bool)
 
 
 def latest_rows(frame: pd.DataFrame, subject: Sequence[str], date_field: str, *, year: int, as_of: date) -> pd.DataFrame:  # fmt: skip
@@ -135,25 +139,39 @@ def latest_rows(frame: pd.DataFrame, subject: Sequence[str], date_field: str, *,
     Used by the plan's ``latest`` indicators and by the follow-up items they hold back, so an
     item and its indicator always read the same submission.
     """
-    rows = plan_rows(frame, date_field, year=year, as_of=as_of)
-    if rows.empty:
-        return rows
-    keys = [c for c in subject if c in rows.columns]
-    if not keys:
-        return rows
-    order = [date_field] + (["submitted_at"] if "submitted_at" in rows.columns else [])
-    return rows.sort_values(order, kind="stable").drop_duplicates(keys, keep="last")
+    keys = [c for c in subject if c in frame.columns]
+    if date_field not in frame.columns or not keys:
+        return plan_rows(frame, date_field, year=year, as_of=as_of)
+    keep = _in_plan(frame, date_field, year, as_of)
+    where = np.flatnonzero(keep)
+    if not len(where):
+        return frame[keep]
+    order = [date_field] + (["submitted_at"] if "submitted_at" in frame.columns else [])
+    # Chosen on the deciding columns alone; only the chosen rows are copied whole.
+    deciding = frame[list(dict.fromkeys([*order, *keys]))].take(where).reset_index(drop=True)
+    chosen = deciding.sort_values(order, kind="stable").drop_duplicates(keys, keep="last")
+    return frame.take(where[chosen.index.to_numpy()])
+
+
+def _columns(frame: pd.DataFrame, names: set[str]) -> list[str]:
+    """The columns of ``frame`` among ``names``, in the frame's order."""
+    return [c for c in frame.columns if c in names]
 
 
 def _select(ind: Indicator, form: TidyForm | None, frame: pd.DataFrame, first: date, year: int, as_of: date) -> pd.DataFrame:  # fmt: skip
+    # Only the columns the indicator reads are copied: a county's forms have 1M rows.
+    wanted = ind.fields_used | {"village"}
+    if ind.latest:  # the newest row of each subject: by submission time, or submission
+        wanted |= {"submitted_at", "instance_id"}
     dates = pd.to_datetime(frame[ind.date_field])
-    keep = (dates >= pd.Timestamp(first)) & (dates <= pd.Timestamp(as_of))
-    frame = frame[keep]
+    keep = ((dates >= pd.Timestamp(first)) & (dates <= pd.Timestamp(as_of))).to_numpy(dtype=bool)
+    frame = frame.loc[keep, _columns(frame, wanted)]
     if ind.latest and len(frame):
         if ind.repeat and form is not None:
             # every entry of each subject's newest submission, chosen among all submissions
             # (a newest one with no entries still replaces an older one)
-            newest = latest_rows(form.table, ind.latest, ind.date_field, year=year, as_of=as_of)
+            table = form.table[_columns(form.table, wanted)]
+            newest = latest_rows(table, ind.latest, ind.date_field, year=year, as_of=as_of)
             frame = frame[frame["instance_id"].isin(newest["instance_id"])]
         else:
             frame = latest_rows(frame, ind.latest, ind.date_field, year=year, as_of=as_of)
@@ -166,7 +184,8 @@ def _query(frame: pd.DataFrame, expr: str | None, as_of: date) -> pd.Series:
     env = {"as_of": pd.Timestamp(as_of)}
     data = frame.copy()
     for col in data.columns:  # compare categories as plain text in queries
-        if isinstance(data[col].dtype, pd.CategoricalDtype):
+        # (only columns the expression can name: converting the others is wasted time)
+        if col in expr and isinstance(data[col].dtype, pd.CategoricalDtype):
             data[col] = data[col].astype(object)
     mask = data.eval(expr, local_dict=env, engine="python")
     return pd.Series(mask, index=frame.index).fillna(False).astype(bool)
@@ -194,8 +213,7 @@ def _per_village(ind: Indicator, frame: pd.DataFrame, rosters: Rosters | None, v
         hit = _query(frame, ind.where, as_of)
         if ind.min_count > 1:  # one count per subject and day: a resend is not a second visit
             day = pd.to_datetime(frame[ind.date_field], errors="coerce").dt.normalize()
-            visits = pd.DataFrame({"id": ids[hit], "day": day[hit]}).drop_duplicates()
-            counts = visits["id"].value_counts()
+            counts = _days_per_subject(ids[hit], day[hit])
         else:
             counts = ids[hit].value_counts()
         if m == "coverage":
@@ -212,7 +230,7 @@ def _per_village(ind: Indicator, frame: pd.DataFrame, rosters: Rosters | None, v
                 rv = pd.to_numeric(roster[ind.roster_value], errors="coerce")
                 out["vtarget"] = rv.groupby(roster["village"]).sum().reindex(index, fill_value=0)
         return out, True
-    village = _as_key(frame["village"]) if "village" in frame.columns else None
+    village = _positions(frame["village"], index) if "village" in frame.columns else None
     hit = _query(frame, ind.where, as_of)
     if m == "count":
         num = hit.astype(float)
@@ -231,7 +249,7 @@ def _per_village(ind: Indicator, frame: pd.DataFrame, rosters: Rosters | None, v
         num = pd.to_numeric(frame[ind.field], errors="coerce").where(hit, 0)
         den = pd.to_numeric(frame[ind.baseline], errors="coerce").where(hit, 0)
     elif m == "mean":
-        score = pd.to_numeric(frame[ind.field].astype(object), errors="coerce").where(hit)
+        score = _numbers(frame[ind.field]).where(hit)
         num, den = score.fillna(0), score.notna().astype(float)
     else:
         raise ValueError(f"measure {m!r} is not per village")
@@ -242,10 +260,50 @@ def _per_village(ind: Indicator, frame: pd.DataFrame, rosters: Rosters | None, v
         )
         town["vtarget"] = np.nan
         return town, False
-    out["num"] = num.groupby(village).sum().reindex(index, fill_value=0).astype(float)
+    out["num"] = _sum_by(num, village, index)
     if den is not None:
-        out["den"] = den.groupby(village).sum().reindex(index, fill_value=0).astype(float)
+        out["den"] = _sum_by(den, village, index)
     return out, by_village
+
+
+def _positions(village: pd.Series, index: pd.Index) -> pd.Categorical:
+    """Each row's village as a position in ``index`` (blank or unknown: NaN), for grouping.
+
+    A categorical column is looked up once per category, not once per row."""
+    if isinstance(village.dtype, pd.CategoricalDtype):
+        found = index.get_indexer(village.cat.categories.astype(object))
+        codes = village.cat.codes.to_numpy()
+        where = np.where(codes >= 0, found[codes], -1)
+    else:
+        where = index.get_indexer(_as_key(village))
+    return pd.Categorical.from_codes(where, categories=range(len(index)))
+
+
+def _sum_by(values: pd.Series, village: pd.Categorical, index: pd.Index) -> pd.Series:
+    """Sums of ``values`` per village of ``index`` (0 where none), rows in their order."""
+    sums = values.groupby(village, observed=False).sum()  # every village, in index order
+    return pd.Series(sums.astype(float).to_numpy(), index=index)
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    """A column read as numbers (NaN where it is not one); a categorical one, each category
+    once."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        return pd.to_numeric(values.astype(object), errors="coerce")
+    cats = pd.to_numeric(pd.Series([*values.cat.categories.astype(object), np.nan], dtype=object), errors="coerce")  # fmt: skip
+    codes = values.cat.codes.to_numpy()
+    return pd.Series(cats.to_numpy()[codes], index=values.index)
+
+
+def _days_per_subject(ids: pd.Series, day: pd.Series) -> pd.Series:
+    """Distinct days per subject id (blank ids left out), as ``value_counts`` would count the
+    distinct (id, day) pairs."""
+    codes, uniques = pd.factorize(ids)
+    days, _ = pd.factorize(day)
+    pairs = pd.unique(codes.astype(np.int64) * (len(day) + 1) + (days + 1))  # hashed: fast
+    subject = pairs // (len(day) + 1)
+    counts = np.bincount(subject[subject >= 0], minlength=len(uniques))
+    return pd.Series(counts, index=uniques)
 
 
 def _f(x: object) -> float:
@@ -345,25 +403,22 @@ def indicator_progress(
     if shares:
         vtarget = pd.Series(plan_target, index=parts.index)
     if "village" in ind.levels:
+        # plain lookups: a row Series per village costs more than the indicator's sums
+        nums, dens = parts["num"].to_dict(), parts["den"].to_dict()
+        targets = vtarget.to_dict()
         for v in villages:
-            r = parts.loc[v.code]
-            add("village", v.code, v.name, r["num"], r["den"], vtarget.loc[v.code])
+            add("village", v.code, v.name, nums[v.code], dens[v.code], targets[v.code])
     if "liaison_group" in ind.levels:
-        groups = sorted({v.liaison_group for v in villages})
-        for g in groups:
-            codes = [v.code for v in villages if v.liaison_group == g]
-            sub = parts.loc[codes]
-            t = plan_target if shares else vtarget.loc[codes].sum(min_count=1)
-            if not shares and vtarget.loc[codes].isna().any():
+        at = {code: i for i, code in enumerate(parts.index)}
+        num, den, vt = (parts["num"].to_numpy(), parts["den"].to_numpy(), vtarget.to_numpy())
+        for g in sorted({v.liaison_group for v in villages}):
+            rows_of = [at[v.code] for v in villages if v.liaison_group == g]
+            targets = pd.Series(vt[rows_of])
+            t = plan_target if shares else targets.sum(min_count=1)
+            if not shares and targets.isna().any():
                 t = np.nan
-            add(
-                "liaison_group",
-                g,
-                f"第{g}帮包联系组",
-                sub["num"].sum(),
-                sub["den"].sum(min_count=1),
-                t,
-            )
+            sub_num, sub_den = pd.Series(num[rows_of]), pd.Series(den[rows_of])
+            add("liaison_group", g, f"第{g}帮包联系组", sub_num.sum(), sub_den.sum(min_count=1), t)
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
