@@ -13,13 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from forms.schema import FormSchema
 
-FORMAT = 1  # bump when the file layout or the stored types change: every form rebuilds
+FORMAT = 2  # bump when the file layout or the stored types change: every form rebuilds
+# 2: files carry tidy's types (never a null-typed column); index.parquet holds only recent rows
 PART_ROWS = 50_000  # submissions per partition: a rewrite stays small
 
 
@@ -52,17 +52,6 @@ def write_state(folder: Path, state: dict[str, Any]) -> None:
     tmp.replace(folder / "state.json")
 
 
-def read_index(folder: Path) -> pd.DataFrame:
-    path = folder / "index.parquet"
-    if not path.exists():
-        return pd.DataFrame({"instance_id": pd.Series([], dtype=object), "part": pd.Series([], dtype="int64"), "changed_at": pd.Series([], dtype=object)})  # fmt: skip
-    return read_frame(path)
-
-
-def write_index(folder: Path, index: pd.DataFrame) -> None:
-    write(folder / "index.parquet", pa.Table.from_pandas(index, preserve_index=False))
-
-
 def clear(folder: Path) -> None:
     for p in folder.glob("part-*"):
         shutil.rmtree(p, ignore_errors=True)
@@ -83,15 +72,19 @@ def locked(folder: Path, shared: bool = False) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def read_frame(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    if columns is not None:
-        have = set(pq.read_schema(path).names)
-        columns = [c for c in columns if c in have]
-    frame = pq.read_table(path, columns=columns).to_pandas()
-    for col in frame.columns:  # pandas reads text back as its str dtype: tidy's is object
-        if isinstance(frame[col].dtype, pd.StringDtype):
-            frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
-    return frame
+def read_arrow(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    """One file as Arrow, text columns as dictionaries (decoded once per distinct value), and
+    only those of ``columns`` it has. Ids are unique: plain text."""
+    # ParquetFile, not pq.read_table: one file needs no dataset machinery
+    with pq.ParquetFile(path) as f:
+        fields = [x for x in f.schema_arrow if columns is None or x.name in columns]
+    text = [x.name for x in fields if x.name != "instance_id" and _is_text(x.type)]
+    with pq.ParquetFile(path, read_dictionary=text) as f:
+        return f.read(columns=None if columns is None else [x.name for x in fields])
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
 def write(path: Path, table: pa.Table) -> None:
