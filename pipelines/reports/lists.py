@@ -9,17 +9,24 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
-from openpyxl import Workbook
 
 from pipelines.analysis import followups as fu
 from pipelines.analysis.checks import CHECKS, Checks
 from pipelines.reports._inputs import QUARANTINE, QUARANTINE_LABEL, Inputs
-from pipelines.reports.spreadsheets import save_workbook, write_csv, write_sheet
+from pipelines.reports.spreadsheets import (
+    gc_paused,
+    new_workbook,
+    save_workbook,
+    shown_frame,
+    write_csv,
+    write_sheet,
+)
 
 __all__ = ["CLOSED_SHEET", "QUARANTINE", "write_followup_lists", "write_quality_sheets"]
 CLOSED_SHEET = "已整改"  # the follow-up workbook's sheet of items closed by a rectification
 
 
+@gc_paused
 def write_followup_lists(
     items: pd.DataFrame, report_dir: Path, as_of: date, *, closed: pd.DataFrame | None = None
 ) -> tuple[Path, Path]:
@@ -31,21 +38,21 @@ def write_followup_lists(
     beside the original finding. The CSV holds the open items only.
     """
     shown = fu.display(items)
+    masked = shown_frame(shown)  # each text masked once, for the workbook and the CSV
     xlsx = report_dir / f"跟进清单_{as_of.isoformat()}.xlsx"
-    wb = Workbook(write_only=True)
+    wb = new_workbook()
     wrap = {fu.HEADERS["content"], fu.HEADERS["last_attempt_note"]}
     if shown.empty:
-        write_sheet(wb, "跟进清单", shown)  # headers only: nothing open
-    groups = list(dict.fromkeys(shown[fu.HEADERS["liaison_group"]])) if len(shown) else []
-    for g in groups:
-        part = shown[shown[fu.HEADERS["liaison_group"]] == g]
-        write_sheet(wb, str(g), part, wrap=wrap)
+        write_sheet(wb, "跟进清单", masked)  # headers only: nothing open
+    group = shown[fu.HEADERS["liaison_group"]]
+    for g in list(dict.fromkeys(group)) if len(shown) else []:
+        write_sheet(wb, str(g), masked.rows((group == g).to_numpy(dtype=bool)), wrap=wrap)
     if closed is not None:
         done = fu.display(closed, fu.CLOSED_HEADERS)
         write_sheet(wb, CLOSED_SHEET, done, wrap={fu.CLOSED_HEADERS[c] for c in ("content", "fix_action")})  # fmt: skip
     save_workbook(wb, xlsx)
     csv = report_dir / f"跟进清单_{as_of.isoformat()}.csv"
-    write_csv(shown, csv)
+    write_csv(masked, csv)
     return xlsx, csv
 
 
@@ -55,6 +62,7 @@ _QUALITY_HEADERS = {
 }  # fmt: skip
 
 
+@gc_paused
 def write_quality_sheets(
     checks: Checks, data: Inputs, report_dir: Path, as_of: date
 ) -> tuple[Path, Path]:
@@ -67,7 +75,7 @@ def write_quality_sheets(
     shown = table[list(_QUALITY_HEADERS)].rename(columns=_QUALITY_HEADERS)
     held = data.quarantine
     xlsx = report_dir / f"数据质量_{as_of.isoformat()}.xlsx"
-    wb = Workbook(write_only=True)
+    wb = new_workbook()
     summary = checks.summary()
     summary = pd.DataFrame(
         {
@@ -86,16 +94,17 @@ def write_quality_sheets(
     write_sheet(wb, "汇总", summary)
     if len(held):
         write_sheet(wb, QUARANTINE, _quarantine_sheet(held), wrap={"原因"})
+    masked = shown_frame(shown)  # each text masked once, for the workbook and the CSV
+    forms = table["form_id"].to_numpy()
     for form_id in sorted(table["form_id"].unique()):
-        part = shown[table["form_id"].to_numpy() == form_id]
-        write_sheet(wb, titles.get(form_id, form_id), part, wrap={"原因"})
-    save_workbook(wb, xlsx)
-    csv = report_dir / f"数据质量_{as_of.isoformat()}.csv"
-    if len(held):  # one table: the quarantined records as rows of their own check
+        write_sheet(wb, titles.get(form_id, form_id), masked.rows(forms == form_id), wrap={"原因"})
+    if len(held):  # the CSV is one table: the quarantined records as rows of their own check
         rows = pd.DataFrame({"表单": held["form"], "记录编号": held["key"], "检查项": QUARANTINE_LABEL,
                              "原因": held["source"].map(lambda s: f"[{s}] " if s else "") + held["reason"]})  # fmt: skip
-        shown = pd.concat([rows.reindex(columns=shown.columns), shown], ignore_index=True)
-    write_csv(shown, csv)
+        masked = shown_frame(rows.reindex(columns=shown.columns)).above(masked)
+    save_workbook(wb, xlsx)
+    csv = report_dir / f"数据质量_{as_of.isoformat()}.csv"
+    write_csv(masked, csv)
     return xlsx, csv
 
 
