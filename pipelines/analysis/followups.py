@@ -36,10 +36,25 @@ Item ids
 --------
 Every item has an ``item_id``: the first 16 hex digits of the SHA-256 of
 ``"form_id|instance_id|repeat_index|kind"`` (a blank repeat index for an item that is a whole
-submission), e.g. ``3f9c0a1b2d4e5f60``. It is URL-safe, the same at every refresh for as long as
-the finding is open, and unique among the items. The portal's "处理" button passes it to the
-rectification form, which is how a fix finds its item. (Renaming a kind in :data:`_SOURCES`
-renames its items' ids: rectifications sent before would no longer find them.)
+submission), each digit written as a letter of :data:`ID_LETTERS` (0 → a … f → s), e.g.
+``pdnmrrmbkqnsgnbc`` (legacy ``c3baeea19dbf6b12``). It is URL-safe, the same at every
+refresh for as long as the finding is open, and unique among the items. The portal's "处理"
+button passes it to the rectification form, which is how a fix finds its item. (Renaming a kind
+in :data:`_SOURCES` renames its items' ids: rectifications sent before would no longer find
+them.)
+
+Why letters: every output goes through the masker (:func:`pipelines.privacy.scrub_text`), and
+a few % of hex ids held a run of 11+ digits that reads as a phone or an ID number
+(``a880243906881752``): the lists showed them masked while the portal used them raw, so the id
+in a list found nothing. An id with no digit has nothing to mask, so the list's 事项编号 is the
+id the portal uses.
+
+Legacy ids: until issue 13 the id was the hex digits themselves. A rectification sent with
+such an id (from a form opened before the change, or a list printed then) still finds its item:
+:func:`rectifications` takes a 16-hex-digit id that is not an item's id as the item's legacy id
+and writes it in letters (:func:`item_id_from_legacy`: the same digest, so nothing is hashed
+again). An item's own id is tried first, so the rare string that could be read both ways (16
+digits all in a–f) keeps its meaning as an id of today.
 
 Closing items (整改反馈)
 -----------------------
@@ -70,6 +85,7 @@ applies), from the same decision, so the list and the indicator agree.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
@@ -161,6 +177,11 @@ _KEYS = frozenset({"photo"})
 _DATES = ("found_on", "deadline", "last_attempt_on", "closed_on")
 # Columns of the tidy table that may name who sent a record, after the form's username.
 _SUBMITTER = ("submitter_name", "submitterName", "_submitted_by")
+# The 16 letters an item id is written in, one per hex digit: no digit, and no i, l or o
+# (read as 1 and 0 when typed from a printed list).
+ID_LETTERS = "abcdefghjkmnpqrs"
+_TO_LETTERS = str.maketrans("0123456789abcdef", ID_LETTERS)
+_LEGACY_ID = re.compile(r"[0-9a-f]{16}")
 TOWN_GROUP = "镇直"  # items with no village (roads, lighting)
 _MAX_TEXT = 300
 
@@ -252,8 +273,10 @@ def follow_ups(
 
 def item_ids(form_id: object, instance_id: object, repeat_index: object, kind: object) -> pd.Series:
     """The items' ids: the first 16 hex digits of SHA-256 of
-    ``"form_id|instance_id|repeat_index|kind"``. Each argument is a Series or one value for
-    all; a blank repeat index (an item that is a whole submission) is written as nothing."""
+    ``"form_id|instance_id|repeat_index|kind"``, written in :data:`ID_LETTERS` (no digit, so
+    the masker never takes one for a phone or an ID number). Each argument is a Series or one
+    value for all; a blank repeat index (an item that is a whole submission) is written as
+    nothing."""
     parts = [p for p in (form_id, instance_id, repeat_index, kind) if isinstance(p, pd.Series)]
     index = parts[0].index if parts else pd.RangeIndex(1)
 
@@ -267,10 +290,21 @@ def item_ids(form_id: object, instance_id: object, repeat_index: object, kind: o
 
     keys = zip(*(column(p) for p in (form_id, instance_id, repeat_index, kind)), strict=True)
     return pd.Series(
-        [hashlib.sha256("|".join(k).encode()).hexdigest()[:16] for k in keys],
+        [
+            hashlib.sha256("|".join(k).encode()).hexdigest()[:16].translate(_TO_LETTERS)
+            for k in keys
+        ],
         index=index,
         dtype=object,
     )
+
+
+def item_id_from_legacy(value: object) -> str | None:
+    """The item id whose legacy id (before issue 13: the same 16 hex digits, not in letters)
+    is ``value``, or None when ``value`` is not 16 hex digits."""
+    if not isinstance(value, str) or not _LEGACY_ID.fullmatch(value):
+        return None
+    return value.translate(_TO_LETTERS)
 
 
 def rectifications(
@@ -296,6 +330,7 @@ def rectifications(
         return pd.DataFrame(columns=columns, index=pd.Index([], name="item_id"))
     rows = plan_rows(table, "fix_date", year=year, as_of=as_of)
     ids = _text(rows["item_id"]).map(lambda v: str(v).strip(), na_action="ignore")
+    ids = _current_ids(ids, known.index)
     # the village of each rectification's item (a plain dict: Series.to_dict boxes each value)
     villages = dict(zip(known.index.to_numpy(dtype=object), known.to_numpy(dtype=object), strict=True))  # fmt: skip
     owner = ids.map(villages)
@@ -458,6 +493,20 @@ def _cleaned(values: pd.Series) -> pd.Series:
         return done[value]
 
     return values.map(clean, na_action="ignore")
+
+
+def _current_ids(ids: pd.Series, known: pd.Index) -> pd.Series:
+    """``ids`` with each legacy id of a ``known`` item replaced by the item's id (see "Legacy
+    ids" in the module docstring); an item's own id is kept as it is."""
+    mine = set(known.to_numpy(dtype=object))
+
+    def current(value: object) -> object:
+        if value in mine:
+            return value
+        new = item_id_from_legacy(value)
+        return new if new in mine else value
+
+    return ids.map(current, na_action="ignore")
 
 
 def _blank(value: object) -> bool:

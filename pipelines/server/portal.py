@@ -14,7 +14,9 @@ or file the person may not open is the same 404 as one that does not exist):
 * ``…/download/{followups|quality}.{xlsx|csv}``;
 * ``…/photo/{item_id}``, ``…/fix-photo/{item_id}``: JPEG or PNG, private, no-store;
 * ``…/handle/{item_id}`` (+ ``/form.xml``, ``/attachments/{name}``): the rectification form,
-  prefilled, in ODK Web Forms;
+  prefilled, in ODK Web Forms. An item id is 16 letters
+  (:func:`pipelines.analysis.followups.item_ids`); an item's legacy id of 16 hex digits, from
+  a link or a form made before issue 13, finds the item too;
 * ``HEAD|POST /portal/submission``: the session and ``X-CSRF-Token``; only ``rectification``,
   only for an item in the person's scopes (else 403, nothing stored); the link's submission
   path (:func:`.openrosa.receive`, whose 201 pokes the refresher);
@@ -43,6 +45,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from pipelines.analysis import followups as fu
 from pipelines.config import SHANGHAI
 from pipelines.errors import DataError, scrub
 from pipelines.server import _portal_files as files
@@ -60,7 +63,7 @@ from pipelines.server._pages import (
     to_login,
 )
 from pipelines.server._portal_forms import FORM_ID, answer, field_paths, prefilled
-from pipelines.server._portal_view import ScopeView, Views
+from pipelines.server._portal_view import Item, ScopeView, Views
 from pipelines.server._submissions import Parsed, Refused
 from pipelines.server.openrosa import Accepts, log_path, openrosa_response, receive
 from pipelines.server.people import collection_link, qr_data_uri, rotate_token
@@ -274,14 +277,14 @@ class _Portal:
 
     async def photo(self, request: Request, st, visitor: Visitor, scope: Scope) -> Response:
         found = self.view(st, scope)
-        item = found[1].items.get(request.path_params["item_id"]) if found else None
+        item = _item(found[1], request.path_params["item_id"]) if found else None
         path = files.finding_photo(found[0], item) if item is not None else None
         response = files.photo_response(path, st.store.attachments_dir)
         return response if response is not None else not_found(request, st, visitor)
 
     async def fix_photo(self, request: Request, st, visitor: Visitor, scope: Scope) -> Response:
         found = self.view(st, scope)
-        item = found[1].items.get(request.path_params["item_id"]) if found else None
+        item = _item(found[1], request.path_params["item_id"]) if found else None
         path = files.fix_photo(found[0], st.store, item) if item is not None else None
         response = files.photo_response(path, st.store.attachments_dir)
         return response if response is not None else not_found(request, st, visitor)
@@ -290,7 +293,7 @@ class _Portal:
     def _handled(self, request: Request, st, scope: Scope):
         """The item of the URL (in the scope) and the built rectification form, or None."""
         found = self.view(st, scope)
-        item = found[1].items.get(request.path_params["item_id"]) if found else None
+        item = _item(found[1], request.path_params["item_id"]) if found else None
         form = st.catalog.forms().get(FORM_ID)
         return (item, form) if item is not None and form is not None else None
 
@@ -367,7 +370,7 @@ class _Portal:
         snap = st.refresher.current()
         if iid and snap is not None:
             for scope in _top(visitor):
-                item = self.views.get(snap.id, snap.outputs, scope).items.get(iid)
+                item = _item(self.views.get(snap.id, snap.outputs, scope), iid)
                 if item is None:
                     continue
                 if (answer(parsed.data, paths.get("village", ("village",))) or "") != (item.village_code or ""):  # fmt: skip
@@ -391,6 +394,15 @@ class _Portal:
                               address=address)  # fmt: skip
         link = collection_link(st.base_url(request), issued.token)
         return render(request, st, "portal/link.html.j2", visitor, link=link, qr=qr_data_uri(link))
+
+
+def _item(view: ScopeView, item_id: str) -> Item | None:
+    """The scope's item of ``item_id``; a legacy id (16 hex digits, before issue 13) finds its
+    item too, so an old link or a form opened before the change still works."""
+    found = view.items.get(item_id)
+    if found is None:
+        found = view.items.get(fu.item_id_from_legacy(item_id) or "")
+    return found
 
 
 def _only_rectification(form_id: str) -> None:

@@ -133,6 +133,11 @@ def item_id(form_id: str, iid: str, repeat: int | None, kind: str) -> str:
     return item_ids(form_id, iid, repeat, kind).iloc[0]
 
 
+def legacy_id(item: str) -> str:
+    """The item's id as it was before issue 13: the same digest in hex digits."""
+    return item.translate(str.maketrans("abcdefghjkmnpqrs", "0123456789abcdef"))
+
+
 @dataclass
 class Portal:
     server: Server
@@ -458,6 +463,29 @@ def test_a_done_rectification_closes_the_item_and_its_fix_photo_stays_in_scope(p
     with portal.browser("zhou.town") as c:
         assert c.get(f"{mine}/fix-photo/{item}").content == fix
         assert c.get(f"/portal/s/town/fix-photo/{item}").content == fix
+
+
+def test_an_items_legacy_hex_id_still_finds_it_in_links_and_fixes(portal: Portal) -> None:
+    """Links and forms made before issue 13 carry the hex id: the portal finds the item (and
+    prefills its id of today), and a rectification sent with it counts on the item."""
+    item, old = portal.items["yan_late"], legacy_id(portal.items["yan_late"])
+    assert re.fullmatch(r"[abcdefghjkmnpqrs]{16}", item) and re.fullmatch(r"[0-9a-f]{16}", old)
+    mine = f"/portal/s/v{V_YAN}"
+    with portal.browser("yan.cadre") as c:
+        page = _seen(c, portal)
+        assert old not in page  # the pages carry only today's id
+        assert c.get(f"{mine}/photo/{old}").content == JPEG
+        xml = c.get(f"{mine}/handle/{old}/form.xml")
+        assert xml.status_code == 200 and f"<item_id>{item}</item_id>" in xml.text
+        iid, sent = rectification(portal.versions["rectification"], old, V_YAN, "旧编号反馈", "no")  # fmt: skip
+        assert _portal_post(c, sent, {}, _csrf(page)).status_code == 201
+        assert _stored(portal, iid)[0] == ("yan.cadre",)
+        page = wait_for(c, f"{mine}/followups", "旧编号反馈")
+        card = page[page.index(f'id="item-{item}"') :]
+        assert "旧编号反馈" in card[: card.index("</article>")]
+    with portal.browser("far.cadre") as c:  # still the same 404 out of scope
+        assert c.get(f"/portal/s/v{V_FAR}/handle/{old}/form.xml").status_code == 404
+        assert c.get(f"{mine}/photo/{old}").status_code == 404
 
 
 def test_before_the_first_snapshot_a_clear_waiting_page_and_the_failure_for_managers(built_forms, tmp_path) -> None:  # fmt: skip

@@ -35,6 +35,7 @@ from tests.pipelines.server.test_portal import (
     _seen,
     _stored,
     cli,
+    legacy_id,
     rectification,
     running_portal,
     sweep,
@@ -104,6 +105,7 @@ def test_a_rectification_without_a_session_or_the_csrf_token_or_out_of_scope_sto
             (c, portal.items["far"], V_FAR, token, 403),  # another village's item
             (c, portal.items["yan_late"], V_FAR, token, 403),  # my item, another village
             (c, "0123456789abcdef", V_YAN, token, 403),  # no such item
+            (c, legacy_id(portal.items["far"]), V_FAR, token, 403),  # the same, by its old id
         ]
         for client, item, village, tok, status in cases:
             iid, xml = rectification(version, item, village, "已清运", "yes", "fix.jpg")
