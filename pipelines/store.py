@@ -24,7 +24,7 @@
 The SQL is kept portable (``INSERT … ON CONFLICT … DO UPDATE``, TEXT/INTEGER columns, no
 AUTOINCREMENT). With ``store_url = postgresql://…`` the same store lives in PostgreSQL
 (psycopg 3), for a shared server (``manyi serve --workers N``, pulls on other machines):
-:class:`_PgConnection` speaks the SQLite dialect the callers write (``?`` placeholders,
+:class:`pipelines._postgres.PgConnection` speaks the SQLite dialect the callers write (``?`` placeholders,
 ``BEGIN IMMEDIATE``, ``INSERT OR IGNORE``), the migrations are translated (TEXT in byte
 order, ``COLLATE "C"``, as SQLite compares; INTEGER as BIGINT), and ``BEGIN IMMEDIATE``
 takes one transaction-scoped advisory lock, so writers queue one at a time exactly as they
@@ -37,12 +37,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import hashlib
-import itertools
 import json
 import os
-import re
 import shutil
 import sqlite3
 import tempfile
@@ -52,6 +49,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipelines._postgres import PG_TIMEOUT, PgConnection, PgError, pg_ddl, shown_url
 from pipelines.errors import DataError, scrub
 from pipelines.records import (
     Quarantined,
@@ -373,139 +371,6 @@ class _Connection(sqlite3.Connection):
             raise self.fault(e) from None
 
 
-# pg_advisory_xact_lock key of the store's one writer at a time ("manyi" in ASCII).
-WRITE_LOCK = 0x6D616E7969
-_PG_TIMEOUT = "30s"  # as SQLite's busy timeout: wait this long for the writer's lock
-_CURSORS = itertools.count()
-
-
-class _PgError(sqlite3.DatabaseError):
-    """A psycopg error in the clothes of an SQLite one, so every ``except sqlite3.Error``
-    of the store handles both backends; ``pg`` is psycopg's exception."""
-
-    def __init__(self, pg: Exception):
-        super().__init__(str(pg))
-        self.pg = pg
-
-
-def _pg_text(value: Any) -> Any:
-    # PostgreSQL text cannot hold NUL (SQLite can); keep the rest of the text readable
-    return value.replace("\x00", "\\u0000") if isinstance(value, str) and "\x00" in value else value
-
-
-@functools.lru_cache(maxsize=512)
-def _pg_sql(sql: str) -> str:
-    """The SQLite-dialect statement in PostgreSQL's: ``?`` → ``%s`` (outside quotes, with
-    ``%`` doubled for psycopg), ``IS [NOT] ?`` → ``IS [NOT] DISTINCT FROM`` and ``INSERT OR
-    IGNORE`` → ``ON CONFLICT DO NOTHING``."""
-    parts = sql.replace("%", "%%").split("'")
-    parts[::2] = [p.replace("?", "%s") for p in parts[::2]]
-    out = "'".join(parts)
-    # SQLite's IS / IS NOT compare with NULL as a value: PostgreSQL's IS [NOT] DISTINCT FROM
-    out = re.sub(r"\bIS\s+NOT\s+%s", "IS DISTINCT FROM %s", out, flags=re.IGNORECASE)
-    out = re.sub(r"\bIS\s+%s", "IS NOT DISTINCT FROM %s", out, flags=re.IGNORECASE)
-    if re.match(r"\s*INSERT\s+OR\s+IGNORE\s", out, re.IGNORECASE):
-        out = re.sub(r"OR\s+IGNORE\s", "", out, count=1, flags=re.IGNORECASE)
-        out += " ON CONFLICT DO NOTHING"
-    return out
-
-
-def _pg_ddl(statement: str) -> str:
-    """A migration in PostgreSQL's types: TEXT compared byte by byte as SQLite does (so
-    ordering and keys agree), INTEGER as 64-bit (file sizes, counts)."""
-    out = re.sub(r"\bTEXT\b", 'TEXT COLLATE "C"', statement)
-    return re.sub(r"\bINTEGER\b", "BIGINT", out)
-
-
-class _PgConnection:
-    """A psycopg 3 connection that takes the SQLite-dialect statements of the store and its
-    callers (``execute``/``executemany``/``in_transaction``), in autocommit mode so that
-    ``BEGIN`` … ``COMMIT`` are ours, as with SQLite's ``isolation_level=None``."""
-
-    fault: Callable[[sqlite3.Error], StoreError] | None = None
-
-    def __init__(self, url: str, read_only: bool):
-        import psycopg  # only a PostgreSQL store needs it
-
-        self._psycopg = psycopg
-        try:
-            self.conn = psycopg.connect(
-                url, autocommit=True, connect_timeout=10, application_name="manyi"
-            )
-            self.conn.execute(f"SET lock_timeout = '{_PG_TIMEOUT}'")
-            if read_only:
-                self.conn.execute("SET default_transaction_read_only = on")
-        except psycopg.Error as e:
-            raise _PgError(e) from None
-
-    @property
-    def in_transaction(self) -> bool:
-        idle = self._psycopg.pq.TransactionStatus.IDLE
-        return not self.conn.closed and self.conn.info.transaction_status != idle
-
-    def _fail(self, e: Exception) -> Exception:
-        err = _PgError(e)
-        return self.fault(err) if self.fault is not None else err
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        try:
-            if sql.strip().upper() == "BEGIN IMMEDIATE":
-                # one writer at a time, as SQLite: a page compares and writes under it
-                self.conn.execute("BEGIN")
-                return self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-            return self.conn.execute(_pg_sql(sql), [_pg_text(v) for v in params])
-        except self._psycopg.Error as e:
-            raise self._fail(e) from None
-
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
-        try:
-            cur = self.conn.cursor()
-            cur.executemany(_pg_sql(sql), [[_pg_text(v) for v in row] for row in rows])
-            return cur
-        except self._psycopg.Error as e:
-            raise self._fail(e) from None
-
-    def stream(self, sql: str, params: Sequence[Any], size: int = 2000) -> Iterator[Any]:
-        """Rows of a server-side cursor, ``size`` at a time: a million submissions are
-        never all in memory (``WITH HOLD``: the cursor outlives the autocommit)."""
-        try:
-            # a name of its own: a caller may read two forms' records at once
-            cur = self.conn.cursor(name=f"manyi_records_{next(_CURSORS)}", withhold=True)
-            cur.itersize = size
-            cur.execute(_pg_sql(sql), list(params))
-        except self._psycopg.Error as e:
-            raise self._fail(e) from None
-        try:
-            it = iter(cur)
-            while True:
-                try:
-                    row = next(it, None)
-                except self._psycopg.Error as e:
-                    raise self._fail(e) from None
-                if row is None:
-                    return
-                yield row
-        finally:
-            with contextlib.suppress(self._psycopg.Error):
-                cur.close()
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def shown_url(url: str) -> str:
-    """``postgresql://user@host:port/db`` without the password or the query (which may hold
-    one), for messages and logs."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        user = f"{parts.username}@" if parts.username else ""
-    except ValueError:
-        return "postgresql://…"
-    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
-
-
 class Store:
     """The store: the SQLite file ``path``, or the PostgreSQL database at ``url`` (its
     attachments still under ``data_dir``). Open with :func:`open_store`; use as a context
@@ -523,7 +388,7 @@ class Store:
         self.db: Any = None
         if url:
             with self._guard():
-                self.db = _PgConnection(url, read_only)
+                self.db = PgConnection(url, read_only)
                 if read_only:
                     self._check_schema()
                 self.db.fault = self._fault
@@ -622,7 +487,7 @@ class Store:
                 self.db.execute("ROLLBACK")
 
     def _fault(self, e: sqlite3.Error) -> StoreError:
-        if isinstance(e, _PgError):
+        if isinstance(e, PgError):
             return self._pg_fault(e.pg)
         name = getattr(e, "sqlite_errorname", None) or type(e).__name__
         where = printable(self.path)
@@ -676,7 +541,7 @@ class Store:
         if code in ("55P03", "57014", "40001", "40P01"):
             return StoreError(
                 f"{where}: the store stayed locked by another manyi (a pull, a report or the "
-                f"server) for {_PG_TIMEOUT}; wait for it to finish, then run again"
+                f"server) for {PG_TIMEOUT}; wait for it to finish, then run again"
             )
         if code.startswith("57P"):  # the server shut down or restarted under us
             return StoreError(f"{where}: the database server went away ({said}); run again")
@@ -761,7 +626,7 @@ class Store:
                 )
             for version in range(current + 1, len(MIGRATIONS) + 1):
                 for statement in MIGRATIONS[version - 1]:
-                    self.db.execute(_pg_ddl(statement))
+                    self.db.execute(pg_ddl(statement))
                 self.db.execute(
                     "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                     (version, now_utc()),
@@ -1319,7 +1184,7 @@ def _url(settings: Any) -> str | None:
 
 
 def _no_table(e: sqlite3.Error) -> bool:
-    if isinstance(e, _PgError):
+    if isinstance(e, PgError):
         return getattr(e.pg, "sqlstate", None) == "42P01"
     return "no such table" in str(e)
 
