@@ -295,7 +295,7 @@ def phase_report_json(work: Path) -> dict:
     from pipelines.analysis.tidy import tidy
     from pipelines.reports import _inputs
 
-    _inputs.load_form = lambda settings, store, form_id, schemas: tidy(
+    _inputs._load = lambda settings, store, plan, form_id, schemas: tidy(
         store.records(form_id), schemas
     )
     return phase_report(work)

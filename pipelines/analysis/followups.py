@@ -889,3 +889,4 @@ _SOURCES = (
         plan_deadline=False,
     ),
 )
+SOURCE_FORMS = frozenset(s.form for s in _SOURCES)  # the forms items are built from

@@ -1,8 +1,9 @@
 """What the processing step reads, in one :class:`Inputs`: the plan, the village register,
 the rosters, the boundaries, each form's tidy tables (read from the columnar tables of
 :mod:`pipelines.tables`, caught up with the store first: no stored JSON is parsed again but
-what changed), the stored photos of findings, and the store's
-quarantined records (隔离记录: form, source, id, reason; never the raw text).
+what changed; only the columns the steps read, :mod:`pipelines.reports._columns`), the stored
+photos of findings, and the store's quarantined records (隔离记录: form, source, id, reason;
+never the raw text).
 
 A configured ``rosters_dir`` that does not exist is one :class:`DataError` naming it.
 """
@@ -27,12 +28,17 @@ from pipelines.analysis.tidy import TidyForm
 from pipelines.config import SHANGHAI
 from pipelines.errors import DataError
 from pipelines.privacy import scrub_text
+from pipelines.reports._columns import needed_columns
 from pipelines.store import QuarantineItem, Sender, open_store, store_exists
-from pipelines.tables import load_form
+from pipelines.tables import catch_up, read_form
 
 NO_DATA = "暂无数据"
 QUARANTINE = "隔离记录"
 QUARANTINE_LABEL = f"{QUARANTINE}（未能读取）"
+
+# True reads every column of every form table: only to prove the pruning changes nothing
+# (tests/pipelines/reports/test_columns.py); the report reads what its steps need.
+READ_ALL_COLUMNS = False
 
 
 @dataclass
@@ -85,7 +91,7 @@ def load_inputs(settings) -> Inputs:
                 counts[form_id] = store.count(form_id)
                 if counts[form_id]:
                     schemas = _schemas(Path(settings.build_dir), form_id)
-                    forms[form_id] = load_form(settings, store, form_id, schemas)
+                    forms[form_id] = _load(settings, store, plan, form_id, schemas)
                     warnings += _unknown_versions(forms[form_id], schemas)
             for form_id in sorted(PHOTO_FORMS & set(forms)):
                 photos.update(_stored_photos(store, form_id))
@@ -107,6 +113,15 @@ def load_inputs(settings) -> Inputs:
     if boundaries.illustrative:
         notes.append(f"地图与 GPS 核查使用{NOTICE}。")
     return Inputs(plan, villages, rosters, known, boundaries, forms, counts, notes, warnings, photos, quarantine, senders)  # fmt: skip
+
+
+def _load(settings, store, plan: Plan, form_id: str, schemas: list[FormSchema]) -> TidyForm:
+    """The form's tidy tables, caught up with the store first, with only the form-table
+    columns a step of the report reads (:func:`pipelines.reports._columns.needed_columns`);
+    repeats whole."""
+    catch_up(settings, store, form_id, schemas)
+    wanted = None if READ_ALL_COLUMNS else needed_columns(plan, {form_id: schemas}).get(form_id)
+    return read_form(settings, form_id, schemas, columns=wanted)
 
 
 def _schemas(build_dir: Path, form_id: str) -> list[FormSchema]:

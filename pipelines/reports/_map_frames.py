@@ -20,6 +20,7 @@ import pandas as pd
 from geo.maps import DOMAINS
 from pipelines.analysis.indicators import Progress, latest_rows
 from pipelines.analysis.plan import Plan
+from pipelines.reports._columns import MAP_COLUMNS
 from pipelines.reports._inputs import PHOTO_FORMS, Inputs, Photo
 
 
@@ -64,7 +65,7 @@ def _road_rows(data: Inputs, year: int, as_of: date) -> pd.DataFrame:
     rows = []
     roads = data.forms.get("road_progress")
     planned = data.plan.planned_km
-    if roads is not None and {"segment", "km_done", "report_date"} <= set(roads.table.columns):
+    if roads is not None and set(MAP_COLUMNS["road_progress"]) <= set(roads.table.columns):
         latest = latest_rows(roads.table, ["segment"], "report_date", year=year, as_of=as_of)
         for seg, km in zip(latest["segment"].astype(object), latest["km_done"], strict=True):
             if seg in planned and not pd.isna(km):

@@ -447,7 +447,8 @@ def write_xlsx(ctx: dict, path: Path) -> Path:
         overview.insert(3, ("范围", ctx["scope"]))
         overview.append(("说明", f"标有“全镇”的表为全镇汇总数据（与公开版相同）；其余各表只含{ctx['scope']}的数据。"))  # fmt: skip
     overview += [("说明", n) for n in ctx["notes"]]
-    write_sheet(wb, "概况", pd.DataFrame(overview, columns=["项目", "内容"]), {"内容": "yyyy-mm-dd"})  # fmt: skip
+    # no column format: the as-of date shows as a date by itself, and the counts stay numbers
+    write_sheet(wb, "概况", pd.DataFrame(overview, columns=["项目", "内容"]))
 
     rows = ctx["rows"]
     progress = pd.DataFrame(

@@ -22,7 +22,8 @@ Layout (:mod:`pipelines.tables._files`):
 Catching up (:func:`catch_up`, :mod:`pipelines.tables._update`) asks the store for the rows
 changed since the last mark less a margin, skips those the index holds in that version, and
 tidies only new, edited and deleted submissions. It runs after every page a pull stores
-(``pipelines.sync``) and at the start of every report (``load_inputs``, :func:`load_form`), so
+(``pipelines.sync``) and at the start of every report (``load_inputs``, which then reads
+only the columns its steps need), so
 submissions ``manyi serve`` received are caught up too. Writers hold the form's lock alone;
 readers share it.
 
@@ -75,6 +76,6 @@ __all__ = [
 
 
 def load_form(settings: Any, store: Any, form_id: str, schemas: Sequence[FormSchema]) -> TidyForm:
-    """Catch the tables up with the store, then read them: what ``load_inputs`` uses."""
+    """Catch the tables up with the store, then read the whole form."""
     catch_up(settings, store, form_id, schemas)
     return read_form(settings, form_id, schemas)

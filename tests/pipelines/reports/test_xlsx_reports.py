@@ -42,6 +42,14 @@ def test_dispatch_report_has_dates_percentages_and_its_chart(run: Run) -> None:
     overview = {r[0]: r[1] for r in wb["概况"].iter_rows(min_row=2, values_only=True)}
     assert overview["统计截止日"] == datetime(AS_OF.year, AS_OF.month, AS_OF.day)
     assert wb["概况"]["B3"].number_format == "yyyy-mm-dd"
+    counts = [
+        c
+        for (label, c) in wb["概况"].iter_rows(min_row=2, max_col=2)
+        if label.value == "有目标的指标数"
+    ]
+    assert counts and all(
+        isinstance(c.value, int) and c.number_format == "General" for c in counts
+    )  # a count, not a date
     ws = wb["指标进度"]
     header = [c.value for c in ws[1]]
     assert header[:6] == ["领域", "指标", "当前值", "目标", "时序进度要求", "完成度"]
