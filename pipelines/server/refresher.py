@@ -348,15 +348,7 @@ def _fingerprint(store: Store) -> _Print:
         top = db.execute(
             "SELECT rowid, first_seen_at FROM submissions ORDER BY rowid DESC LIMIT 1"
         ).fetchone()
-        forms = db.execute(
-            """WITH RECURSIVE f(id) AS (
-                SELECT MIN(form_id) FROM submissions
-                UNION ALL
-                SELECT (SELECT MIN(form_id) FROM submissions WHERE form_id > f.id)
-                FROM f WHERE f.id IS NOT NULL)
-            SELECT id, (SELECT MAX(updated_at) FROM submissions WHERE form_id = f.id)
-            FROM f WHERE id IS NOT NULL"""
-        ).fetchall()
+        forms = db.execute(_FORMS_UPDATED).fetchall()
         marks += [top[0] if top else None, tuple(forms)]
         newest += [top[1] if top else None, *(u for _, u in forms)]
     if "local_submissions" in tables:
