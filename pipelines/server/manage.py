@@ -35,7 +35,7 @@ from starlette.routing import Route
 from pipelines.errors import DataError, ManyiError, scrub
 from pipelines.server import _pages, _public
 from pipelines.server._pages import Visitor
-from pipelines.server.auth import client_address, read_fields, write_audit
+from pipelines.server.auth import client_address, guarded, read_fields, write_audit
 from pipelines.server.people import (
     Issued,
     Person,
@@ -360,16 +360,7 @@ class _Manage:
 
 
 def _guarded(handler):
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Exception as e:  # a bug: one scrubbed line, a Chinese page, never a traceback
-            log.error("unexpected error on %s %s: %s", request.method, request.url.path,
-                      scrub(f"{type(e).__name__}: {e}"))  # fmt: skip
-            return HTMLResponse("<p>服务器内部错误，请稍后再试（server error）</p>", 500,
-                                headers=dict(_pages.HEADERS))  # fmt: skip
-
-    return endpoint
+    return guarded(handler, _pages.HEADERS)  # the 500 page with the portal's headers
 
 
 def routes(state: Callable[[], object]) -> list[Route]:
