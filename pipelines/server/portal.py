@@ -183,25 +183,25 @@ class _Portal:
         return self.send(html, visitor, status)
 
     async def followups(self, request: Request, st, visitor: Visitor, scope: Scope) -> Response:
-        found = self.view(st, scope)
-        if found is None:
-            return self.waiting(request, st, visitor, scope)
-        snap, view = found
-        page, pages, shown = _page(request, view.listed)
-        return self.send(self.page(
-            request, st, visitor, scope, snap, "followups", "portal/followups.html.j2", (page,),
-            counts=view.counts, shown=shown, page=page, pages=pages,
-        ), visitor)  # fmt: skip
+        return self.listing(request, st, visitor, scope, "followups",
+                            lambda view: (view.listed, {"counts": view.counts}))  # fmt: skip
 
     async def quality(self, request: Request, st, visitor: Visitor, scope: Scope) -> Response:
+        return self.listing(request, st, visitor, scope, "quality",
+                            lambda view: (view.flags, {"total": len(view.flags)}))  # fmt: skip
+
+    def listing(self, request: Request, st, visitor: Visitor, scope: Scope, name: str, pick: Callable) -> Response:  # fmt: skip
+        """One of the paged lists (``name``: its page and template): ``pick(view)`` gives the
+        rows and what else the template shows."""
         found = self.view(st, scope)
         if found is None:
             return self.waiting(request, st, visitor, scope)
         snap, view = found
-        page, pages, shown = _page(request, view.flags)
+        rows, extra = pick(view)
+        page, pages, shown = _page(request, rows)
         return self.send(self.page(
-            request, st, visitor, scope, snap, "quality", "portal/quality.html.j2", (page,),
-            total=len(view.flags), shown=shown, page=page, pages=pages,
+            request, st, visitor, scope, snap, name, f"portal/{name}.html.j2", (page,),
+            shown=shown, page=page, pages=pages, **extra,
         ), visitor)  # fmt: skip
 
     # ---- the dispatch report and the maps (not for own scopes) ------------------------
