@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from pipelines.reports.scoped import scoped_dispatch_html, style_hashes
-from tests.browser import find_chromium
 from tests.pipelines.reports._demo_scope import VS, demo_outputs
 
 PHONES = [(360, 740), (390, 844)]
@@ -34,17 +33,6 @@ def pages(build: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
         found[name] = folder / f"{name}.html"
         found[name].write_text(page, encoding="utf-8")
     return found
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = find_chromium()  # in CI (CI=true) a missing Chromium fails, else skips
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

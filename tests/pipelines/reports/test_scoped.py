@@ -21,7 +21,6 @@ from pipelines.reports.scoped import (
     scoped_dispatch_xlsx,
     style_hashes,
 )
-from tests.browser import find_chromium
 from tests.pipelines.reports._demo_scope import TOWN_MARK, VS, XSS, demo_outputs, mark
 from tests.pipelines.reports._town import sheet, texts
 
@@ -33,17 +32,6 @@ OWN = frozenset({VILLAGE.code})
 @pytest.fixture(scope="module")
 def demo(build: Path, tmp_path_factory: pytest.TempPathFactory):
     return demo_outputs(build, tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = find_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def _photo(item) -> str:

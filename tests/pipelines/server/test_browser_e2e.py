@@ -21,7 +21,7 @@ from pipelines.cli import main
 from pipelines.config import load_settings
 from pipelines.server.webforms import RETRY_SECONDS
 from pipelines.store import open_store
-from tests.browser import find_chromium, loopback_phone
+from tests.browser import loopback_phone
 from tests.pipelines.server._server import Server, settings_env, start_server
 from tests.pipelines.server.test_webforms import _fill, _png, _question
 
@@ -29,17 +29,6 @@ FORM = "dibao_verification"  # civil_affairs' form: a photo and a roster-backed 
 TITLE = "低保核查"
 LOGIN, NAME = "wang.minzheng", "王民政"
 READY = ".form-initialization-status.ready"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = find_chromium()  # in CI (CI=true) a missing Chromium fails, else skips
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from pipelines.records import Record
 from pipelines.server.auth import read_audit, set_password
 from pipelines.server.people import add_person, list_people, load_roles, person_for_token
 from pipelines.store import Store
-from tests.browser import find_chromium, loopback_phone
+from tests.browser import loopback_phone
 from tests.pipelines.reports import _town
 from tests.pipelines.server._server import REPO, Server, csrf_of, log_in, settings_env, start_server
 
@@ -455,17 +455,6 @@ def test_a_published_month_is_public_frozen_and_withdrawn_on_unpublish(site: Sit
 # ---- a real Chromium: the manager's page on a phone, the sheet on A4 ------------------
 A4_CONTENT_MM = (210 - 24, 297 - 24)  # @page margin 12 mm
 PX_PER_MM = 96 / 25.4
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = find_chromium()  # in CI (CI=true) a missing Chromium fails, else skips
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def _pdf_pages(pdf: bytes) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.browser import find_chromium, loopback_phone
+from tests.browser import loopback_phone
 from tests.pipelines.server.test_portal import (
     FAR_SECRET,
     GROUP,
@@ -33,17 +33,6 @@ SIZES = {"phone": (360, 740), "desktop": (1280, 900)}
 def portal(built_forms, tmp_path_factory) -> Iterator[Portal]:
     with running_portal(built_forms, tmp_path_factory.mktemp("portal-browser")) as p:
         yield p
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    path = find_chromium()  # in CI (CI=true) a missing Chromium fails, else skips
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def _log_in(page, portal: Portal, who: str) -> None:
@@ -73,11 +62,11 @@ def _until(page, url: str, locator: str, timeout_s: float = 120) -> None:
 
 
 @pytest.mark.parametrize(("size", "item"), [("phone", "yan_open"), ("desktop", "yan_late")])
-def test_a_cadre_closes_a_follow_up_from_the_phone(portal: Portal, chromium, tmp_path, size, item) -> None:  # fmt: skip
+def test_a_cadre_closes_a_follow_up_from_the_phone(portal: Portal, browser, tmp_path, size, item) -> None:  # fmt: skip
     width, height = SIZES[size]
     item_id = portal.items[item]
     base = f"{portal.url}/portal/s/v{V_YAN}/"
-    with loopback_phone(chromium, width, height) as page:
+    with loopback_phone(browser, width, height) as page:
         _log_in(page, portal, "yan.cadre")
         assert page.url == base
         _until(page, f"{base}followups", f"#item-{item_id}")  # the seeded data is in
@@ -126,9 +115,9 @@ def test_a_cadre_closes_a_follow_up_from_the_phone(portal: Portal, chromium, tmp
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_a_group_leader_sees_the_groups_villages(portal: Portal, chromium, size) -> None:
+def test_a_group_leader_sees_the_groups_villages(portal: Portal, browser, size) -> None:
     width, height = SIZES[size]
-    with loopback_phone(chromium, width, height) as page:
+    with loopback_phone(browser, width, height) as page:
         _log_in(page, portal, "g1.lead")
         assert page.url == f"{portal.url}/portal/s/g1/"
         _until(page, f"{portal.url}/portal/s/g1/followups", "article.item")

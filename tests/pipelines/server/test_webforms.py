@@ -24,7 +24,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 
 from pipelines.server import webforms
-from tests.browser import find_chromium, loopback_phone
+from tests.browser import loopback_phone
 
 FORM = "dibao_verification"  # short, with a photo and a roster-backed choice (dibao_households.csv)
 TITLE = "低保核查"
@@ -135,17 +135,6 @@ def server(built_forms):
     srv.should_exit = True
     thread.join(10)
     sock.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = find_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 @pytest.fixture
