@@ -60,22 +60,11 @@ partition rewritten per edit); new submissions, the common case, cost the same.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-from forms.schema import FormSchema
-from pipelines.analysis.tidy import TidyForm
 from pipelines.tables._files import FORMAT, PART_ROWS, tables_dir
 from pipelines.tables._read import forget, read_form
 from pipelines.tables._update import CatchUp, catch_up, rebuild, rebuild_all
 
 __all__ = [
-    "FORMAT", "PART_ROWS", "CatchUp", "catch_up", "forget", "load_form", "read_form", "rebuild",
+    "FORMAT", "PART_ROWS", "CatchUp", "catch_up", "forget", "read_form", "rebuild",
     "rebuild_all", "tables_dir",
 ]  # fmt: skip
-
-
-def load_form(settings: Any, store: Any, form_id: str, schemas: Sequence[FormSchema]) -> TidyForm:
-    """Catch the tables up with the store, then read the whole form."""
-    catch_up(settings, store, form_id, schemas)
-    return read_form(settings, form_id, schemas)
